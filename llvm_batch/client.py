@@ -1,0 +1,481 @@
+"""AsyncLLVMClient: the one engine that talks to an LLVM server (the only aiohttp importer).
+
+Each call goes: scheduler slot (priority, concurrency, pacing) -> breaker check -> one HTTP
+attempt -> outcome to the breaker -> retry decision -> backoff sleep without a slot.
+aiohttp exceptions are translated into the llvm-batch tree in :func:`_translate`, only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random as _random
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+
+from . import protocol
+from .breaker import BreakerState, CircuitBreaker
+from .errors import (
+    CircuitOpenError,
+    InvalidResponseError,
+    LLVMConnectionError,
+    LLVMError,
+    LLVMTimeoutError,
+    RateLimitError,
+    excerpt,
+    is_retryable_status,
+    redact,
+    status_error_class,
+)
+from .options import (
+    DEFAULT_MAX_CONCURRENT_REQUESTS,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_QUEUE_SIZE,
+    DEFAULT_RETRY_DELAY,
+    DEFAULT_TIMEOUT,
+    BreakerConfig,
+    ClientConfig,
+    Priority,
+    resolve_config,
+)
+from .retry import RetryPolicy, parse_retry_after
+from .scheduler import Scheduler
+
+logger = logging.getLogger("llvm_batch")
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass
+class Outcome:
+    """How one call ended: its decoded answer or its error, and what it took."""
+
+    value: Any = None
+    error: LLVMError | None = None
+    attempts: int = 0
+    retry_wait_s: float = 0.0
+    latency_ms: float = 0.0
+    http_status: int | None = None
+
+    def result(self) -> Any:
+        """The answer, or raise the error."""
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+@dataclass(frozen=True)
+class ClientStats:
+    """A snapshot of the client's queue, in-flight requests and breaker."""
+
+    queue_depth: int
+    active_requests: int
+    breaker_state: str
+    request_count: int
+    retries: int
+    max_active_seen: int
+
+
+class AsyncLLVMClient:
+    """Async client for the LLVM server protocol, with queue, retries and circuit breaker.
+
+    Example::
+
+        async with AsyncLLVMClient(base_url="http://127.0.0.1:8000") as client:
+            answer = await client.run_inference("llvm-model-1", "Hello")
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        default_model: str | None = None,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        retry_delay: float = DEFAULT_RETRY_DELAY,
+        max_retry_delay: float | None = None,
+        retry_jitter: bool = True,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        max_rps: float | None = None,
+        debug: bool = False,
+        breaker: BreakerConfig | Mapping[str, Any] | bool | None = True,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        wall_clock: Callable[[], float] = time.time,
+        random: Callable[[], float] = _random.random,
+    ) -> None:
+        self.config: ClientConfig = resolve_config(
+            base_url=base_url,
+            api_key=api_key,
+            default_model=default_model,
+            metadata=metadata,
+            breaker=breaker,
+            max_concurrent_requests=max_concurrent_requests,
+            max_retries=max_retries,
+            retry_delay=retry_delay,
+            max_retry_delay=max_retry_delay,
+            retry_jitter=retry_jitter,
+            queue_size=queue_size,
+            timeout=timeout,
+            max_rps=max_rps,
+            debug=debug,
+        )
+        self._api_key = self.config.api_key
+        self._root = self.config.api_root
+        self._clock = clock
+        self._sleep = sleep
+        self._wall_clock = wall_clock
+        self._random = random
+        self._policy = RetryPolicy(
+            max_retries=self.config.max_retries,
+            delay=self.config.retry_delay,
+            max_delay=self.config.max_retry_delay,
+            jitter=self.config.retry_jitter,
+        )
+        self._scheduler = Scheduler(
+            self.config.max_concurrent_requests,
+            self.config.queue_size,
+            max_rps=self.config.max_rps,
+            clock=clock,
+            sleep=sleep,
+        )
+        self._breaker = CircuitBreaker(self.config.breaker, clock) if self.config.breaker else None
+        self._session: aiohttp.ClientSession | None = None
+        self._debug = self.config.debug
+        if self._debug:
+            logger.setLevel(logging.DEBUG)
+        self.request_count = 0
+        self.retry_count = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} base_url={self._root!r} "
+            f"default_model={self.config.default_model!r} api_key={'set' if self._api_key else 'unset'}>"
+        )
+
+    # -- configuration -------------------------------------------------------------------
+
+    def set_api_key(self, api_key: str | None) -> None:
+        """Use ``api_key`` for the following requests (None to send no key)."""
+        self._api_key = api_key or None
+
+    def get_api_key(self) -> str | None:
+        """The API key in use, or None."""
+        return self._api_key
+
+    def get_default_model(self) -> str | None:
+        """The model used when a call passes none."""
+        return self.config.default_model
+
+    def resolve_model(self, model_id: str | None) -> str:
+        """``model_id``, else the default model; a clear ValueError when there is neither."""
+        model = model_id or self.config.default_model
+        if not model:
+            raise ValueError(
+                "no model given: pass a model id, or set default_model= "
+                "(or metadata['llvm_default_model'] or the LLVM_DEFAULT_MODEL variable)"
+            )
+        return model
+
+    # -- state ---------------------------------------------------------------------------
+
+    @property
+    def queue_depth(self) -> int:
+        """Requests waiting for a concurrency slot."""
+        return self._scheduler.queue_depth
+
+    @property
+    def active_requests(self) -> int:
+        """Requests in flight."""
+        return self._scheduler.active
+
+    @property
+    def breaker_state(self) -> str:
+        """``closed``, ``open`` or ``half_open`` (``disabled`` without a breaker)."""
+        return str(self._breaker.state) if self._breaker else "disabled"
+
+    def breaker_retry_in(self) -> float:
+        """Seconds until an open breaker lets requests through again (0 if it does now)."""
+        return self._breaker.retry_in() if self._breaker else 0.0
+
+    def stats(self) -> ClientStats:
+        """A snapshot of queue depth, active requests, breaker state and counters."""
+        return ClientStats(
+            queue_depth=self.queue_depth,
+            active_requests=self.active_requests,
+            breaker_state=self.breaker_state,
+            request_count=self.request_count,
+            retries=self.retry_count,
+            max_active_seen=self._scheduler.max_active_seen,
+        )
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def __aenter__(self) -> AsyncLLVMClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP session; the client can open a new one if used again."""
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    close = aclose
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            timeout = aiohttp.ClientTimeout(total=self.config.timeout)
+            connector = aiohttp.TCPConnector(limit=max(100, self.config.max_concurrent_requests))
+            self._session = aiohttp.ClientSession(timeout=timeout, connector=connector)
+        return self._session
+
+    # -- protocol operations -------------------------------------------------------------
+
+    async def list_models(self, *, priority: Priority | str = Priority.NORMAL) -> list[str]:
+        """The ids of the models the server offers."""
+        answer = (await self.send(protocol.list_models(), priority=priority)).result()
+        return protocol.models_from(answer)
+
+    async def get_model_info(
+        self, model_id: str | None = None, *, priority: Priority | str = Priority.NORMAL
+    ) -> dict[str, Any]:
+        """The server's description of a model (status, details)."""
+        call = protocol.model_info(self.resolve_model(model_id))
+        return dict((await self.send(call, priority=priority)).result())
+
+    async def run_inference(
+        self,
+        model_id: str | None,
+        inputs: Any,
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        params: Mapping[str, Any] | None = None,
+        priority: Priority | str = Priority.NORMAL,
+        idempotency_key: str | None = None,
+        **extra: Any,
+    ) -> dict[str, Any]:
+        """Run ``inputs`` through a model; returns the answer (``outputs``, ``metadata``...)."""
+        call = protocol.inference(
+            self.resolve_model(model_id),
+            inputs,
+            dict(
+                max_tokens=max_tokens,
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+                params=params,
+                **extra,
+            ),
+        )
+        outcome = await self.send(call, priority=priority, idempotency_key=idempotency_key)
+        return dict(outcome.result())
+
+    async def chat(
+        self,
+        model: str | None,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        priority: Priority | str = Priority.NORMAL,
+        **options: Any,
+    ) -> dict[str, Any]:
+        """Chat through inference: messages become ``role: content`` lines of one prompt."""
+        model_id = self.resolve_model(model)
+        answer = await self.run_inference(
+            model_id, protocol.chat_prompt(messages), priority=priority, **options
+        )
+        return protocol.chat_result(model_id, answer, now=self._wall_clock())
+
+    async def test_endpoint(self) -> bool:
+        """True when the server answers a list-models request (one attempt, no retries)."""
+        try:
+            (await self.send(protocol.list_models(), priority=Priority.HIGH, retry=False)).result()
+        except LLVMError:
+            return False
+        return True
+
+    # -- the engine ----------------------------------------------------------------------
+
+    async def send(
+        self,
+        call: protocol.Call,
+        *,
+        priority: Priority | str = Priority.NORMAL,
+        idempotency_key: str | None = None,
+        retry: bool = True,
+    ) -> Outcome:
+        """Make ``call`` with queueing, breaker and retries; the error, if any, is returned.
+
+        Raises only :class:`QueueFullError` (nothing was sent) and cancellation.
+        """
+        level = Priority.parse(priority)
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        outcome = Outcome()
+        started = self._clock()
+        while True:
+            async with self._scheduler.slot(level, admitted=outcome.attempts > 0):
+                if self._breaker is not None and not self._breaker.allow():
+                    outcome.error = self._circuit_open(call, outcome.attempts)
+                    break
+                outcome.attempts += 1
+                attempt_start = self._clock()
+                try:
+                    outcome.value, outcome.http_status = await self._attempt(call, headers)
+                except LLVMError as error:
+                    outcome.error = error
+                    outcome.http_status = error.status
+                except BaseException:
+                    if self._breaker is not None:
+                        self._breaker.record_neutral()
+                    raise
+                else:
+                    outcome.error = None
+            self._record(outcome.error)
+            duration_ms = (self._clock() - attempt_start) * 1000
+            if outcome.error is None:
+                self._log(call, outcome.http_status, duration_ms, "ok")
+                break
+            error = outcome.error
+            if isinstance(error, RateLimitError) and error.retry_after:
+                self._scheduler.pause_until(self._clock() + error.retry_after)
+            decision = self._policy.decide(outcome.attempts, error, self._random)
+            if not retry or not decision.retry:
+                self._log(call, error.status, duration_ms, f"giving up ({error.error_type})")
+                error.with_attempts(outcome.attempts)
+                break
+            self.retry_count += 1
+            self._log(
+                call, error.status, duration_ms, f"{decision.reason} in {decision.delay:.2f} s"
+            )
+            error.with_attempts(outcome.attempts, self._wall_clock() + decision.delay)
+            await self._sleep(decision.delay)
+            outcome.retry_wait_s += decision.delay
+        outcome.latency_ms = (self._clock() - started) * 1000
+        return outcome
+
+    def _record(self, error: LLVMError | None) -> None:
+        if self._breaker is None:
+            return
+        if error is None:
+            self._breaker.record_success()
+        elif isinstance(error, CircuitOpenError):
+            pass
+        elif error.retryable and not isinstance(error, RateLimitError):
+            self._breaker.record_failure()
+        else:
+            self._breaker.record_neutral()
+
+    def _circuit_open(self, call: protocol.Call, attempts: int) -> CircuitOpenError:
+        retry_in = self.breaker_retry_in()
+        return CircuitOpenError(
+            "the circuit breaker is open after repeated server failures; failing fast",
+            operation=call.operation,
+            model=call.model,
+            attempts=attempts,
+            next_retry_at=self._wall_clock() + retry_in,
+            retry_after=retry_in,
+        )
+
+    def _log(self, call: protocol.Call, status: int | None, duration_ms: float, what: str) -> None:
+        if self._debug:
+            logger.debug(
+                "%s %s -> %s in %.1f ms; %s",
+                call.method,
+                call.path,
+                status if status is not None else "no answer",
+                duration_ms,
+                what,
+            )
+
+    async def _attempt(
+        self, call: protocol.Call, extra_headers: Mapping[str, str] | None
+    ) -> tuple[Any, int]:
+        session = self._get_session()
+        try:
+            async with session.request(
+                call.method,
+                self._root + call.path,
+                json=call.body,
+                headers=self._headers(extra_headers),
+            ) as response:
+                body = await response.read()
+                status = response.status
+                reason = response.reason
+                retry_after = response.headers.get("Retry-After")
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise _translate(exc, call, self._api_key) from exc.with_traceback(None)
+        self.request_count += 1
+        if not 200 <= status < 300:
+            raise self._status_error(call, status, reason, body, retry_after)
+        data = protocol.check_answer(protocol.parse_json(body, call), call)
+        return data, status
+
+    def _headers(self, extra: Mapping[str, str] | None) -> dict[str, str]:
+        headers = {"Accept": "application/json"}
+        if self._api_key:
+            headers["Authorization"] = "Bearer " + self._api_key
+        if extra:
+            headers.update(extra)
+        return headers
+
+    def _status_error(
+        self,
+        call: protocol.Call,
+        status: int,
+        reason: str | None,
+        body: bytes,
+        retry_after: str | None,
+    ) -> LLVMError:
+        secrets = (self._api_key,)
+        text = body.decode("utf-8", errors="replace")
+        cls = status_error_class(status)
+        return cls(
+            redact(protocol.error_message(status, reason, text), secrets),
+            operation=call.operation,
+            model=call.model,
+            status=status,
+            body=excerpt(redact(text, secrets)) or None,
+            retry_after=parse_retry_after(retry_after, self._wall_clock()),
+            retryable=is_retryable_status(status),
+        )
+
+
+def _translate(exc: BaseException, call: protocol.Call, api_key: str | None) -> LLVMError:
+    """The llvm-batch error for an aiohttp/OS failure; never copies request headers."""
+    detail = redact(str(exc) or type(exc).__name__, (api_key,))
+    context = {"operation": call.operation, "model": call.model}
+    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        return LLVMTimeoutError("the server did not answer in time", **context)
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return LLVMConnectionError(f"TLS error: {detail}", retryable=False, **context)
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return LLVMConnectionError(f"could not resolve the host: {detail}", **context)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return LLVMConnectionError(f"could not connect: {detail}", **context)
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return LLVMConnectionError("the server closed the connection without answering", **context)
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return LLVMConnectionError(f"the answer was cut short: {detail}", **context)
+    if isinstance(exc, aiohttp.InvalidURL):
+        return LLVMConnectionError(f"invalid URL: {detail}", retryable=False, **context)
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return InvalidResponseError(f"malformed HTTP answer: {detail}", **context)
+    return LLVMConnectionError(f"connection failed: {detail}", **context)

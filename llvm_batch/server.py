@@ -1,0 +1,325 @@
+"""The reference LLVM server: the protocol with deterministic answers and fault knobs.
+
+Tests, demos, notebooks and benchmarks run it on loopback. Answers depend only on the model
+and the input (:func:`reference_output`); faults (503, 429 + Retry-After, connection resets,
+malformed JSON) hit inference requests only, decided by a seeded hash of the request and the
+number of times the same request was seen, so a run is reproducible whatever the ordering.
+``GET /_stats`` reports what the server saw; ``POST /_faults`` changes the faults live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+import threading
+from collections import Counter
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from aiohttp import web
+
+DEFAULT_MODELS = ("llvm-model-1", "llvm-model-2")
+
+
+@dataclass(frozen=True)
+class Faults:
+    """What goes wrong, per inference request. Rates are fractions in [0, 1]."""
+
+    latency: float = 0.0
+    error_rate: float = 0.0
+    rate_limit_rate: float = 0.0
+    retry_after: float = 1.0
+    reset_rate: float = 0.0
+    bad_json_rate: float = 0.0
+    fail_first: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        rates = (self.error_rate, self.rate_limit_rate, self.reset_rate, self.bad_json_rate)
+        if any(not 0.0 <= rate <= 1.0 for rate in rates) or sum(rates) > 1.0:
+            raise ValueError("fault rates must each be in [0, 1] and add up to at most 1")
+        if self.latency < 0 or self.retry_after < 0 or self.fail_first < 0:
+            raise ValueError("latency, retry_after and fail_first must not be negative")
+
+    def pick(self, key: str, seen: int) -> str | None:
+        """The fault for the ``seen``-th sighting of request ``key``, or None."""
+        if seen < self.fail_first:
+            return "error"
+        roll = random.Random(f"{self.seed}:{key}:{seen}").random()
+        for name, rate in (
+            ("error", self.error_rate),
+            ("rate_limit", self.rate_limit_rate),
+            ("reset", self.reset_rate),
+            ("bad_json", self.bad_json_rate),
+        ):
+            if roll < rate:
+                return name
+            roll -= rate
+        return None
+
+
+def reference_output(model_id: str, inputs: Any, max_tokens: int | None = None) -> str:
+    """The answer the reference server gives: an echo of the input, cut to ``max_tokens`` words."""
+    text = inputs if isinstance(inputs, str) else json.dumps(inputs, separators=(",", ":"))
+    words = f"{model_id} echo: {text}".split(" ")
+    if max_tokens is not None:
+        words = words[: max(0, int(max_tokens))]
+    return " ".join(words)
+
+
+@dataclass
+class ServerStats:
+    """What the server saw; exposed as JSON at ``GET /_stats``."""
+
+    requests: int = 0
+    inference_requests: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
+    statuses: Counter[int] = field(default_factory=Counter)
+    faults: Counter[str] = field(default_factory=Counter)
+    keys: Counter[str] = field(default_factory=Counter)
+    inputs: list[Any] = field(default_factory=list)
+    record_inputs: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "inference_requests": self.inference_requests,
+            "in_flight": self.in_flight,
+            "max_in_flight": self.max_in_flight,
+            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+            "faults": dict(self.faults),
+            "distinct_keys": len(self.keys),
+        }
+
+
+class ReferenceServer:
+    """The reference server on ``host:port`` (port 0 picks a free one); see :attr:`url`.
+
+    Use ``async with ReferenceServer() as server:`` inside a loop, or :class:`ServerThread`.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        models: tuple[str, ...] | list[str] = DEFAULT_MODELS,
+        api_key: str | None = None,
+        faults: Faults | None = None,
+        record_inputs: bool = False,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.models = list(models)
+        self.api_key = api_key
+        self.faults = faults or Faults()
+        self.stats = ServerStats(record_inputs=record_inputs)
+        self._runner: web.AppRunner | None = None
+        self.app = self._make_app()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def _make_app(self) -> web.Application:
+        app = web.Application(middlewares=[self._count, self._auth])
+        app.router.add_get("/models", self._list_models)
+        app.router.add_get("/models/{model_id}", self._model_info)
+        app.router.add_post("/models/{model_id}/inference", self._inference)
+        app.router.add_get("/_stats", self._stats)
+        app.router.add_post("/_stats/reset", self._reset_stats)
+        app.router.add_post("/_faults", self._set_faults)
+        return app
+
+    async def start(self) -> ReferenceServer:
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        await site.start()
+        if self.port == 0:
+            self.port = int(self._runner.addresses[0][1])
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> ReferenceServer:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def reset_stats(self) -> None:
+        self.stats = ServerStats(record_inputs=self.stats.record_inputs)
+
+    # -- middleware ----------------------------------------------------------------------
+
+    @web.middleware
+    async def _count(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        internal = request.path.startswith("/_")
+        stats = self.stats
+        if not internal:
+            stats.requests += 1
+            stats.in_flight += 1
+            stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
+        try:
+            response: web.StreamResponse = await handler(request)
+        except web.HTTPException as exc:
+            if not internal:
+                stats.statuses[exc.status] += 1
+            raise
+        finally:
+            if not internal:
+                stats.in_flight -= 1
+        if not internal:
+            stats.statuses[response.status] += 1
+        return response
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if self.api_key and not request.path.startswith("/_"):
+            if request.headers.get("Authorization") != f"Bearer {self.api_key}":
+                return _error(401, "invalid or missing API key")
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    # -- protocol ------------------------------------------------------------------------
+
+    async def _list_models(self, request: web.Request) -> web.Response:
+        return web.json_response({"models": self.models})
+
+    async def _model_info(self, request: web.Request) -> web.Response:
+        model_id = request.match_info["model_id"]
+        if model_id not in self.models:
+            return _error(404, f"model {model_id!r} not found")
+        details = {"family": "reference", "context_length": 4096, "deterministic": True}
+        return web.json_response({"model_id": model_id, "status": "loaded", "details": details})
+
+    async def _inference(self, request: web.Request) -> web.StreamResponse:
+        model_id = request.match_info["model_id"]
+        if model_id not in self.models:
+            return _error(404, f"model {model_id!r} not found")
+        raw = await request.read()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return _error(400, "the request body is not JSON")
+        if not isinstance(body, dict) or "inputs" not in body:
+            return _error(422, "the request body needs an 'inputs' field")
+        max_tokens = body.get("max_tokens")
+        if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 0):
+            return _error(422, "max_tokens must be a non-negative integer")
+        self.stats.inference_requests += 1
+        key = request.headers.get("Idempotency-Key") or hashlib.sha1(raw).hexdigest()
+        seen = self.stats.keys[key]
+        self.stats.keys[key] += 1
+        if self.stats.record_inputs:
+            self.stats.inputs.append(body["inputs"])
+        faults = self.faults
+        if faults.latency:
+            await asyncio.sleep(faults.latency)
+        fault = faults.pick(f"{model_id}:{key}", seen)
+        if fault:
+            self.stats.faults[fault] += 1
+        if fault == "error":
+            return _error(503, "the server is overloaded, try again later")
+        if fault == "rate_limit":
+            response = _error(429, "too many requests")
+            response.headers["Retry-After"] = _seconds(faults.retry_after)
+            return response
+        if fault == "reset":
+            if request.transport is not None:
+                request.transport.abort()  # drop the connection without an answer
+            return web.Response(status=200)
+        if fault == "bad_json":
+            return web.Response(status=200, text='{"outputs": "trunc', content_type="application/json")
+        outputs = reference_output(model_id, body["inputs"], max_tokens)
+        text = outputs if isinstance(body["inputs"], str) else json.dumps(body["inputs"])
+        metadata = {"input_tokens": len(text.split()), "output_tokens": len(outputs.split())}
+        return web.json_response({"model_id": model_id, "outputs": outputs, "metadata": metadata})
+
+    # -- control -------------------------------------------------------------------------
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.stats.as_dict())
+
+    async def _reset_stats(self, request: web.Request) -> web.Response:
+        self.reset_stats()
+        return web.json_response({"ok": True})
+
+    async def _set_faults(self, request: web.Request) -> web.Response:
+        try:
+            changes = await request.json()
+            self.faults = replace(self.faults, **changes)
+        except (ValueError, TypeError) as exc:
+            return _error(400, f"bad faults: {exc}")
+        return web.json_response(asdict(self.faults))
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def _seconds(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+FAULT_FIELDS = tuple(f.name for f in fields(Faults))
+
+
+class ServerThread:
+    """A :class:`ReferenceServer` on a background thread, for blocking code and tests.
+
+    ``with ServerThread(faults=Faults(error_rate=0.2)) as server: ... server.url``
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.server = ReferenceServer(**kwargs)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def stats(self) -> ServerStats:
+        return self.server.stats
+
+    def set_faults(self, **changes: Any) -> None:
+        """Change the faults (takes effect for the next request)."""
+        self.server.faults = replace(self.server.faults, **changes)
+
+    def start(self) -> ServerThread:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.server.start(), self._loop).result()
+        return self
+
+    def stop(self) -> None:
+        if self._loop.is_closed():
+            return
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self._loop).result()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+async def serve_forever(server: ReferenceServer) -> None:
+    """Run ``server`` until cancelled (used by ``llvm-batch serve``)."""
+    await server.start()
+    print(f"llvm-batch reference server listening on {server.url}", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await server.stop()

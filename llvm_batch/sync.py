@@ -1,0 +1,190 @@
+"""Sync over async: the ``run_sync`` bridge and the :class:`LLVMClient` facade.
+
+``run_sync`` runs a coroutine to completion from plain code, and also from inside a running
+event loop (a Jupyter cell) by running it on a background loop thread. ``LLVMClient`` keeps
+one background loop of its own, so its HTTP session outlives each call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Mapping, Sequence
+from concurrent.futures import Future
+from types import TracebackType
+from typing import Any, TypeVar
+
+from .client import AsyncLLVMClient, ClientStats
+from .options import Priority
+
+T = TypeVar("T")
+
+
+class LoopThread:
+    """An event loop running forever on a daemon thread; coroutines are submitted to it."""
+
+    def __init__(self, name: str = "llvm-batch-loop") -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on this loop and wait for it from the calling thread."""
+        if _running_loop() is self.loop:
+            coro.close()
+            raise RuntimeError("LoopThread.run called from its own loop; await instead")
+        return self.submit(coro).result()
+
+    def stop(self) -> None:
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to completion, whether or not this thread already runs an event loop."""
+    if _running_loop() is None:
+        return asyncio.run(coro)
+    result: list[T] = []
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(asyncio.run(coro))
+        except BaseException as exc:  # handed to the caller's thread below
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name="llvm-batch-run-sync", daemon=True)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return result[0]
+
+
+class LLVMClient:
+    """Blocking client: the same methods and results as :class:`AsyncLLVMClient`.
+
+    Works in scripts and inside a running event loop alike. Example::
+
+        with LLVMClient(base_url="http://127.0.0.1:8000") as client:
+            print(client.list_models())
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._loop = LoopThread()
+        try:
+            self._async = AsyncLLVMClient(*args, **kwargs)
+        except BaseException:
+            self._loop.stop()
+            raise
+
+    def __repr__(self) -> str:
+        return repr(self._async).replace("AsyncLLVMClient", "LLVMClient", 1)
+
+    @property
+    def async_client(self) -> AsyncLLVMClient:
+        """The async engine underneath (bound to this client's loop thread)."""
+        return self._async
+
+    @property
+    def loop_thread(self) -> LoopThread:
+        """The loop thread the engine runs on."""
+        return self._loop
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self._loop.run(coro)
+
+    def list_models(self, **kwargs: Any) -> list[str]:
+        """The ids of the models the server offers."""
+        return self._run(self._async.list_models(**kwargs))
+
+    def get_model_info(self, model_id: str | None = None, **kwargs: Any) -> dict[str, Any]:
+        """The server's description of a model."""
+        return self._run(self._async.get_model_info(model_id, **kwargs))
+
+    def run_inference(self, model_id: str | None, inputs: Any, **kwargs: Any) -> dict[str, Any]:
+        """Run ``inputs`` through a model (same keywords as the async client)."""
+        return self._run(self._async.run_inference(model_id, inputs, **kwargs))
+
+    def chat(
+        self,
+        model: str | None,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        priority: Priority | str = Priority.NORMAL,
+        **options: Any,
+    ) -> dict[str, Any]:
+        """Chat through inference (same result as the async client)."""
+        return self._run(self._async.chat(model, messages, priority=priority, **options))
+
+    def test_endpoint(self) -> bool:
+        """True when the server answers."""
+        return self._run(self._async.test_endpoint())
+
+    def set_api_key(self, api_key: str | None) -> None:
+        self._async.set_api_key(api_key)
+
+    def get_api_key(self) -> str | None:
+        return self._async.get_api_key()
+
+    def get_default_model(self) -> str | None:
+        return self._async.get_default_model()
+
+    @property
+    def config(self) -> Any:
+        return self._async.config
+
+    @property
+    def request_count(self) -> int:
+        """Completed HTTP exchanges."""
+        return self._async.request_count
+
+    @property
+    def queue_depth(self) -> int:
+        return self._async.queue_depth
+
+    @property
+    def active_requests(self) -> int:
+        return self._async.active_requests
+
+    @property
+    def breaker_state(self) -> str:
+        return self._async.breaker_state
+
+    def stats(self) -> ClientStats:
+        return self._async.stats()
+
+    def close(self) -> None:
+        """Close the HTTP session and stop the loop thread."""
+        if self._loop.loop.is_closed():
+            return
+        self._run(self._async.aclose())
+        self._loop.stop()
+
+    def __enter__(self) -> LLVMClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
