@@ -11,7 +11,9 @@
     │   └── ServerError                         5xx: retried
     ├── InvalidResponseError (ValueError)       a 2xx whose body is not the expected JSON
     ├── QueueFullError                          the client's queue is full
-    └── CircuitOpenError                        the breaker is open: failing fast
+    ├── CircuitOpenError                        the breaker is open: failing fast
+    └── InputError (ValueError)                 unusable input, options or output; nothing sent
+        └── ResumeMismatchError                 a checkpoint exists for other input or options
 
 Every error carries ``operation``, ``model``, ``status``, ``body`` (a bounded, redacted excerpt
 of the server's answer), ``attempts``, ``next_retry_at`` (``time.time()`` seconds, or None),
@@ -194,3 +196,18 @@ def status_error_class(status: int) -> type[HTTPStatusError]:
 def is_retryable_status(status: int) -> bool:
     """True for the statuses DESIGN.md lists as retryable."""
     return status in _RETRYABLE_STATUS
+
+
+class InputError(LLVMError, ValueError):
+    """The input, the options or the output location can't be used; nothing was sent."""
+
+    error_type = "invalid_input"
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ResumeMismatchError(InputError):
+    """A checkpoint exists for different input or options; resume refused."""
+
+    error_type = "resume_mismatch"

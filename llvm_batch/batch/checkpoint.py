@@ -1,0 +1,153 @@
+"""The checkpoint: finished rows committed as parts under a staging directory, and a manifest.
+
+A part is a Parquet file of finished rows (input columns, result columns and the row number),
+written to a temporary name, fsynced and renamed; only then is it listed in the manifest,
+itself replaced atomically. A part not in the manifest (a crash between the two) is ignored
+and deleted, so its rows run again: output is exactly-once, delivery at-least-once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ..errors import InputError, ResumeMismatchError
+from .sinks import atomic_write_bytes, fsync_dir, write_part
+
+MANIFEST = "manifest.json"
+ROW_COLUMN = "__llvm_row"
+MANIFEST_VERSION = 1
+
+
+def staging_dir_for(output: str) -> str:
+    return output + ".llvm-staging"
+
+
+class Checkpoint:
+    """The staging directory of one output file: committed parts and their manifest."""
+
+    def __init__(self, directory: str, manifest: dict[str, Any]) -> None:
+        self.directory = directory
+        self.manifest = manifest
+        self._by_chunk: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for part in manifest["parts"]:
+            self._by_chunk[int(part["chunk"])].append(part)
+
+    @classmethod
+    def open(cls, output: str, fingerprint: dict[str, Any], *, overwrite: bool) -> Checkpoint:
+        """Resume the checkpoint for ``output``, or start one; refuse a mismatched one."""
+        directory = staging_dir_for(output)
+        if overwrite and os.path.exists(directory):
+            shutil.rmtree(directory)
+        path = os.path.join(directory, MANIFEST)
+        if os.path.exists(path):
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    manifest = json.load(handle)
+            except (OSError, ValueError) as exc:
+                raise InputError(
+                    f"the checkpoint manifest {path!r} is unreadable ({exc}); "
+                    "pass --overwrite to start over"
+                ) from None
+            if manifest.get("fingerprint") != fingerprint:
+                raise ResumeMismatchError(
+                    f"{directory!r} holds a checkpoint for {_differences(manifest, fingerprint)}"
+                    " than this run; pass --overwrite to discard it and start over"
+                )
+            checkpoint = cls(directory, manifest)
+            checkpoint._remove_orphans()
+            return checkpoint
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"can't create the staging directory {directory!r}: {exc}") from None
+        manifest = {
+            "version": MANIFEST_VERSION,
+            "fingerprint": fingerprint,
+            "created": time.time(),
+            "parts": [],
+        }
+        checkpoint = cls(directory, manifest)
+        checkpoint._remove_orphans()
+        checkpoint._write_manifest()
+        fsync_dir(os.path.dirname(os.path.abspath(directory)))
+        return checkpoint
+
+    @property
+    def committed_rows(self) -> int:
+        return sum(int(part["rows"]) for part in self.manifest["parts"])
+
+    @property
+    def chunks(self) -> list[int]:
+        return sorted(self._by_chunk)
+
+    def rows_done(self, chunk: int) -> set[int]:
+        """Row numbers of ``chunk`` already committed."""
+        done: set[int] = set()
+        for part in self._by_chunk.get(chunk, ()):
+            table = pq.read_table(self._path(part), columns=[ROW_COLUMN])
+            done.update(table.column(ROW_COLUMN).to_pylist())
+        return done
+
+    def commit(self, chunk: int, table: pa.Table) -> None:
+        """Durably add a part of finished rows of ``chunk`` (blocking: run off the loop)."""
+        seq = len(self._by_chunk[chunk])
+        name = f"part-{chunk:08d}-{seq:04d}.parquet"
+        write_part(os.path.join(self.directory, name), table)
+        entry = {"file": name, "chunk": chunk, "rows": table.num_rows}
+        self.manifest["parts"].append(entry)
+        self._by_chunk[chunk].append(entry)
+        self._write_manifest()
+
+    def tables(self, chunk: int) -> Iterator[pa.Table]:
+        """The committed rows of ``chunk`` as one table in row order, row column dropped."""
+        parts = [pq.read_table(self._path(part)) for part in self._by_chunk.get(chunk, ())]
+        if not parts:
+            return
+        table = parts[0] if len(parts) == 1 else pa.concat_tables(parts, promote_options="default")
+        rows = table.column(ROW_COLUMN)
+        if len(parts) > 1 or not _ascending(rows):
+            table = table.take(pc.sort_indices(rows))
+        yield table.drop_columns([ROW_COLUMN])
+
+    def remove(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _path(self, part: dict[str, Any]) -> str:
+        return os.path.join(self.directory, str(part["file"]))
+
+    def _write_manifest(self) -> None:
+        data = json.dumps(self.manifest, separators=(",", ":")).encode()
+        atomic_write_bytes(os.path.join(self.directory, MANIFEST), data)
+
+    def _remove_orphans(self) -> None:
+        listed = {part["file"] for part in self.manifest["parts"]} | {MANIFEST}
+        for name in os.listdir(self.directory):
+            if name not in listed:
+                os.unlink(os.path.join(self.directory, name))
+
+
+def _ascending(column: pa.ChunkedArray) -> bool:
+    if len(column) < 2:
+        return True
+    values = column.combine_chunks()
+    return bool(pc.all(pc.greater(values.slice(1), values.slice(0, len(values) - 1))).as_py())
+
+
+def _differences(manifest: dict[str, Any], fingerprint: dict[str, Any]) -> str:
+    old = manifest.get("fingerprint") or {}
+    changed = sorted(
+        key for key in set(old) | set(fingerprint) if old.get(key) != fingerprint.get(key)
+    )
+    labels = {"input": "a different input", "options": "different options"}
+    described = [labels.get(key, f"a different {key}") for key in changed]
+    return " and ".join(described) or "a different run"

@@ -1,0 +1,502 @@
+"""The batch runner: read chunks -> render prompts -> submit -> collect -> commit parts -> output.
+
+Rows go to the client with backpressure (never more in hand than the client's queue takes),
+rows refused by an open breaker are held and re-sent, finished rows are committed to the
+checkpoint every few seconds, and the output appears atomically once every row is in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .. import protocol
+from ..client import AsyncLLVMClient, Outcome
+from ..errors import (
+    AuthenticationError,
+    CircuitOpenError,
+    InputError,
+    LLVMError,
+    ModelNotFoundError,
+)
+from ..options import ENV_DEFAULT_MODEL, Priority
+from . import columns as cols
+from .checkpoint import Checkpoint
+from .chunk import Chunk
+from .config import BatchOptions
+from .progress import Progress
+from .prompts import Request
+from .sinks import OutputWriter, read_output_metadata
+from .sources import Source, detect_format, is_url, local_path
+from .summary import (
+    ALREADY_DONE,
+    COMPLETE,
+    DRY_RUN,
+    EXIT_INCOMPLETE,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    INCOMPLETE,
+    INTERRUPTED,
+    RunSummary,
+)
+
+PREVIEW_ROWS = 5
+MAX_OPEN_CHUNKS = 32
+HOLD_POLL_S = 0.25
+
+
+def default_output(input_path: str) -> str:
+    """``<stem>.llvm.parquet`` beside a local input (in the working directory for a URL)."""
+    name = input_path.rstrip("/").rsplit("/", 1)[-1]
+    for ext in (".gz", ".bz2", ".zst", ".xz"):
+        name = name.removesuffix(ext)
+    stem = os.path.splitext(name)[0] or "output"
+    if is_url(input_path):
+        return f"{stem}.llvm.parquet"
+    return os.path.join(os.path.dirname(local_path(input_path)), f"{stem}.llvm.parquet")
+
+
+class BatchRun:
+    """One run of a batch job; :meth:`run` does it and returns the :class:`RunSummary`."""
+
+    def __init__(
+        self,
+        input_path: str,
+        output_path: str | None,
+        options: BatchOptions,
+        *,
+        clock: Any = time.monotonic,
+    ) -> None:
+        self.opts = options
+        self.input_path = str(input_path)
+        self.output_path = str(output_path) if output_path else default_output(self.input_path)
+        self.output_format = detect_format(self.output_path, options.output_format)
+        self.spec = options.prompt_spec()
+        self.priority = Priority.parse(options.priority)
+        self._clock = clock
+        self.summary = RunSummary(
+            input=self.input_path, output=self.output_path, max_error_rate=options.max_error_rate
+        )
+        self._errors: Counter[str] = Counter()
+        self._stop_code: int | None = None
+        self._stopped = asyncio.Event()
+        self._blocked_since: float | None = None
+        self._open: dict[int, Chunk] = {}
+        self._commit_wanted = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- the whole run -------------------------------------------------------------------
+
+    async def run(self) -> RunSummary:
+        started = self._clock()
+        source_path = self.output_path if self.opts.retry_errors else self.input_path
+        if self.opts.retry_errors and not os.path.exists(local_path(source_path)):
+            raise InputError(f"--retry-errors needs an existing output; {source_path!r} is missing")
+        self.source = Source(
+            source_path, self.output_format if self.opts.retry_errors else self.opts.input_format,
+            string_columns=self.spec.text_columns(),
+        )
+        self._setup_columns()
+        self.spec.check(self.source.schema)
+        if self.opts.dry_run:
+            return self._dry_run(started)
+        done = self._already_done()
+        if done is not None:
+            return done
+        self.model = self.opts.model or os.environ.get(ENV_DEFAULT_MODEL) or ""
+        if not self.model:
+            raise InputError(f"no model given: pass --model or set {ENV_DEFAULT_MODEL}")
+        fingerprint = {
+            "input": self.source.fingerprint(),
+            "options": {**self.opts.shaping(), "model": self.model},
+        }
+        self._key_prefix = hashlib.sha256(
+            json.dumps(fingerprint, sort_keys=True).encode()
+        ).hexdigest()[:16]
+        async with self._server() as base_url:
+            client = AsyncLLVMClient(
+                base_url=base_url,
+                api_key=self.opts.api_key,
+                default_model=self.model,
+                max_concurrent_requests=self.opts.concurrency,
+                max_retries=self.opts.max_retries,
+                retry_delay=self.opts.retry_delay,
+                timeout=self.opts.timeout,
+                max_rps=self.opts.max_rps,
+                queue_size=self._window(),
+                debug=self.opts.debug,
+            )
+            async with client:
+                self.client = client
+                if not await self._preflight():
+                    self.summary.finish(errors=self._errors, elapsed_s=self._clock() - started,
+                                        exit_code=self._stop_code)
+                    return self.summary
+                self.checkpoint = Checkpoint.open(
+                    self.output_path, fingerprint, overwrite=self.opts.overwrite
+                )
+                self.summary.resumed = self.checkpoint.committed_rows
+                await self._process()
+                self.summary.requests = client.request_count
+                self.summary.retries = client.retry_count
+        if self._stop_code is None:
+            await asyncio.to_thread(self._finalize, fingerprint)
+            self.summary.status = COMPLETE
+        self.summary.finish(
+            errors=self._errors, elapsed_s=self._clock() - started, exit_code=self._stop_code
+        )
+        return self.summary
+
+    @asynccontextmanager
+    async def _server(self) -> AsyncIterator[str | None]:
+        """The base URL to use: the bundled reference server's with ``local_server``."""
+        if not self.opts.local_server:
+            yield self.opts.base_url
+            return
+        from ..server import ReferenceServer
+
+        async with ReferenceServer() as server:
+            yield server.url
+
+    def _window(self) -> int:
+        """Rows handed to the client at once: enough to keep every slot busy, no more."""
+        return self.opts.concurrency * 2 + 16
+
+    def _setup_columns(self) -> None:
+        names = set(cols.result_names(self.opts.prefix))
+        self.input_columns = [n for n in self.source.schema.names if n not in names]
+        if self.opts.retry_errors and self.opts.prefix + "status" not in self.source.schema.names:
+            raise InputError(
+                f"{self.source.path!r} has no {self.opts.prefix}status column: "
+                "--retry-errors works on an output of llvm-batch run"
+            )
+        clash = names & set(self.source.schema.names)
+        if clash and not self.opts.retry_errors:
+            raise InputError(
+                f"the input already has result column(s) {', '.join(sorted(clash))}; "
+                "use --retry-errors to re-run its failed rows, or --prefix to name new ones"
+            )
+        self.input_schema = pa.schema([self.source.schema.field(n) for n in self.input_columns])
+        self.output_schema = pa.schema(list(self.input_schema) + list(cols.result_schema(self.opts.prefix)))
+
+    # -- before sending ------------------------------------------------------------------
+
+    def _dry_run(self, started: float) -> RunSummary:
+        for _, batch in self.source.chunks(PREVIEW_ROWS):
+            for request in self.spec.render(batch):
+                self.summary.preview.append(
+                    f"(skipped: {request})" if isinstance(request, str) else _shown(request)
+                )
+            break
+        self.summary.rows = self.source.count_rows()
+        self.summary.status = DRY_RUN
+        self.summary.finish(errors=self._errors, elapsed_s=self._clock() - started, exit_code=0)
+        return self.summary
+
+    def _already_done(self) -> RunSummary | None:
+        """A summary when the output already exists (finished earlier); an error if foreign."""
+        out = local_path(self.output_path)
+        if self.opts.overwrite or self.opts.retry_errors or not os.path.exists(out):
+            return None
+        if os.path.exists(out + ".llvm-staging"):
+            return None
+        meta = read_output_metadata(out) if self.output_format == "parquet" else None
+        if meta is None or meta.get("input") != self.source.fingerprint():
+            raise InputError(
+                f"the output {self.output_path!r} already exists and is not a finished run of "
+                "this input; pass --overwrite to replace it"
+            )
+        self.summary.status = ALREADY_DONE
+        self.summary.rows = int(meta.get("rows", 0))
+        self.summary.finish(errors=self._errors, elapsed_s=0.0, exit_code=0)
+        return self.summary
+
+    async def _preflight(self) -> bool:
+        """Check the model before any row goes; hold through an outage up to the budget."""
+        since = self._clock()
+        while True:
+            try:
+                await self.client.get_model_info(self.model, priority=Priority.HIGH)
+                return True
+            except ModelNotFoundError:
+                raise InputError(
+                    f"model {self.model!r} not found at {self.client.config.api_root}"
+                ) from None
+            except AuthenticationError as exc:
+                raise InputError(
+                    f"the server refused the API key (HTTP {exc.status}); "
+                    "set LLVM_API_KEY or --api-key-file"
+                ) from None
+            except LLVMError as exc:
+                if self._clock() - since >= self.opts.max_outage:
+                    self._stop(EXIT_INCOMPLETE, f"server unavailable: {exc}")
+                    return False
+                await asyncio.sleep(max(HOLD_POLL_S, self.client.breaker_retry_in()))
+
+    # -- dispatch ------------------------------------------------------------------------
+
+    async def _process(self) -> None:
+        total = self.source.num_rows()
+        self.progress = Progress(
+            total,
+            mode=Progress.choose_mode(self.opts.progress, self.opts.quiet),
+            interval=self.opts.progress_interval,
+            status=self._status,
+        )
+        self.progress.advance(0)
+        if self.summary.resumed:
+            self.progress.advance(self.summary.resumed)
+        self._slots = asyncio.Semaphore(self._window())
+        self._chunk_room = asyncio.Condition()
+        committer = asyncio.create_task(self._committer())
+        restore = self._install_signals()
+        try:
+            await self._dispatch()
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+        finally:
+            restore()
+            self._stopped.set()
+            self._commit_wanted.set()
+            await committer
+            self.progress.close()
+
+    async def _dispatch(self) -> None:
+        chunks = self.source.chunks(self.opts.chunk_size)
+        self.summary.rows = 0
+        while self._stop_code is None:
+            item = await asyncio.to_thread(next, chunks, None)
+            if item is None:
+                break
+            index, batch = item
+            start = index * self.opts.chunk_size
+            self.summary.rows += batch.num_rows
+            done = {r - start for r in self.checkpoint.rows_done(index)}
+            if len(done) == batch.num_rows:
+                continue
+            async with self._chunk_room:
+                await self._chunk_room.wait_for(
+                    lambda: len(self._open) < MAX_OPEN_CHUNKS or self._stop_code is not None
+                )
+            chunk = Chunk(index, start, batch.select(self.input_columns),
+                          already_done=len(done), prefix=self.opts.prefix)
+            self._open[index] = chunk
+            await self._submit_chunk(chunk, batch, done)
+        if self._stop_code is not None:
+            for task in self._tasks:
+                task.cancel()
+
+    async def _submit_chunk(self, chunk: Chunk, batch: pa.RecordBatch, done: set[int]) -> None:
+        kept = self._kept_rows(batch) if self.opts.retry_errors else {}
+        requests = self.spec.render(batch)
+        for offset, request in enumerate(requests):
+            if offset in done:
+                continue
+            if offset in kept:
+                self._finish(chunk, offset, kept[offset], counted="kept")
+            elif isinstance(request, str):
+                self._finish(chunk, offset, cols.skipped(request, self.model))
+            else:
+                await self._slots.acquire()
+                if self._stop_code is not None:
+                    self._slots.release()
+                    return
+                task = asyncio.create_task(self._row(chunk, offset, request))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    def _kept_rows(self, batch: pa.RecordBatch) -> dict[int, cols.RowResult]:
+        names = cols.result_names(self.opts.prefix)
+        values = [batch.column(n).to_pylist() for n in names]
+        status = values[1]
+        return {
+            i: cols.row_from_columns([column[i] for column in values])
+            for i in range(batch.num_rows)
+            if status[i] != cols.STATUS_ERROR
+        }
+
+    async def _row(self, chunk: Chunk, offset: int, request: Request) -> None:
+        call = protocol.inference(self.model, request.inputs, request.options)
+        key = f"{self._key_prefix}-{chunk.start + offset}"
+        total = Outcome()
+        try:
+            while True:
+                outcome = await self.client.send(call, priority=self.priority, idempotency_key=key)
+                total.attempts += outcome.attempts
+                total.retry_wait_s += outcome.retry_wait_s
+                total.latency_ms += outcome.latency_ms
+                error = outcome.error
+                if isinstance(error, CircuitOpenError):
+                    if not await self._hold(error):
+                        return
+                    continue
+                if isinstance(error, (AuthenticationError, ModelNotFoundError)):
+                    what = "the API key was refused" if isinstance(
+                        error, AuthenticationError) else f"model {self.model!r} disappeared"
+                    self._stop(EXIT_INCOMPLETE, f"{what}: {error}")
+                    return
+                if error is None:
+                    self._blocked_since = None
+                total.value, total.error, total.http_status = (
+                    outcome.value, outcome.error, outcome.http_status)
+                self._finish(chunk, offset, cols.from_outcome(total, self.model))
+                return
+        finally:
+            self._slots.release()
+
+    async def _hold(self, error: CircuitOpenError) -> bool:
+        """Wait for an open breaker; False when the outage budget is spent (run stops)."""
+        now = self._clock()
+        if self._blocked_since is None:
+            self._blocked_since = now
+        if now - self._blocked_since >= self.opts.max_outage:
+            self._stop(EXIT_INCOMPLETE, f"server unavailable for {now - self._blocked_since:.0f} s"
+                       f" (--max-outage {self.opts.max_outage:g}): {error}")
+            return False
+        wait = max(HOLD_POLL_S, error.retry_after or 0.0)
+        wait = min(wait, self.opts.max_outage - (now - self._blocked_since) + 0.01)
+        try:
+            await asyncio.wait_for(self._stopped.wait(), timeout=wait)
+        except asyncio.TimeoutError:
+            return self._stop_code is None
+        return False
+
+    def _finish(self, chunk: Chunk, offset: int, result: cols.RowResult, counted: str = "") -> None:
+        chunk.finish(offset, result, self._clock())
+        if counted == "kept":
+            self.summary.kept += 1
+        if result.status == cols.STATUS_OK:
+            self.summary.ok += 1
+        elif result.status == cols.STATUS_ERROR:
+            self.summary.error += 1
+            self._errors[result.error_type or "error"] += 1
+        else:
+            self.summary.skipped += 1
+        if not counted:
+            self.summary.sent += result.attempts > 0
+        self.progress.advance()
+        if chunk.complete:
+            self._commit_wanted.set()
+
+    def _stop(self, code: int, reason: str) -> None:
+        if self._stop_code is None:
+            self._stop_code = code
+            self.summary.stop_reason = reason
+            self.summary.status = INCOMPLETE if code == EXIT_INCOMPLETE else INTERRUPTED
+            self._stopped.set()
+            for task in self._tasks:
+                task.cancel()
+
+    def _status(self) -> dict[str, Any]:
+        return {
+            "ok": self.summary.ok,
+            "error": self.summary.error,
+            "retries": self.client.retry_count,
+            "breaker": self.client.breaker_state,
+        }
+
+    def _install_signals(self) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        loop = asyncio.get_running_loop()
+        handled = []
+        for signum, code in ((signal.SIGINT, EXIT_SIGINT), (signal.SIGTERM, EXIT_SIGTERM)):
+            try:
+                loop.add_signal_handler(
+                    signum, self._stop, code, f"interrupted by {signal.Signals(signum).name}"
+                )
+                handled.append(signum)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+
+        def restore() -> None:
+            for signum in handled:
+                loop.remove_signal_handler(signum)
+
+        return restore
+
+    # -- commit and output ---------------------------------------------------------------
+
+    async def _committer(self) -> None:
+        """Commit finished rows: whole chunks at once, stragglers every ``flush_interval``."""
+        interval = self.opts.flush_interval
+        while True:
+            try:
+                await asyncio.wait_for(self._commit_wanted.wait(), timeout=interval / 2)
+            except asyncio.TimeoutError:
+                pass
+            self._commit_wanted.clear()
+            final = self._stopped.is_set()
+            await self._commit(force=final)
+            if final:
+                return
+
+    async def _commit(self, force: bool) -> None:
+        now = self._clock()
+        for index in sorted(self._open):
+            chunk = self._open[index]
+            due = chunk.first_unflushed_at is not None and (
+                chunk.complete or force or now - chunk.first_unflushed_at >= self.opts.flush_interval
+            )
+            if due:
+                table = chunk.take_unflushed()
+                await asyncio.to_thread(self.checkpoint.commit, index, table)
+            if chunk.complete and not chunk.unflushed:
+                del self._open[index]
+                async with self._chunk_room:
+                    self._chunk_room.notify_all()
+
+    def _finalize(self, fingerprint: dict[str, Any]) -> None:
+        """Assemble the parts, in row order, into the output file; drop the staging directory."""
+        meta = {"input": fingerprint["input"], "rows": self.summary.rows}
+        writer = OutputWriter(local_path(self.output_path), self.output_format,
+                              self.output_schema, metadata=meta)
+        statuses: Counter[str] = Counter()
+        errors: Counter[str] = Counter()
+        try:
+            for table in self._assembled():
+                writer.write(table)
+                statuses.update(_counts(table.column(self.opts.prefix + "status")))
+                errors.update(_counts(table.column(self.opts.prefix + "error_type")))
+            writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+        self.checkpoint.remove()
+        self.summary.ok = statuses.get(cols.STATUS_OK, 0)
+        self.summary.error = statuses.get(cols.STATUS_ERROR, 0)
+        self.summary.skipped = statuses.get(cols.STATUS_SKIPPED, 0)
+        errors.pop("invalid_input", None)
+        self._errors = errors
+
+    def _assembled(self) -> Iterator[pa.Table]:
+        for index in self.checkpoint.chunks:
+            for table in self.checkpoint.tables(index):
+                if table.schema != self.output_schema:
+                    table = table.cast(self.output_schema)
+                yield table
+
+
+def _counts(column: pa.ChunkedArray) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for entry in pc.value_counts(column).to_pylist():
+        if entry["values"] is not None:
+            counts[entry["values"]] += entry["counts"]
+    return counts
+
+
+def _shown(request: Request) -> str:
+    text = request.inputs if isinstance(request.inputs, str) else json.dumps(request.inputs)
+    return text if len(text) <= 200 else text[:200] + "..."

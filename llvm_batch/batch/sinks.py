@@ -1,0 +1,189 @@
+"""Writing files durably: Parquet parts, and the final output in Parquet, CSV or JSONL.
+
+Every file is written to a temporary name in its final directory, fsynced, then renamed into
+place, so a reader (or a crash) sees either nothing or the whole file.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import decimal
+import json
+import os
+from collections.abc import Iterable, Mapping
+from typing import IO, Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+SCHEMA_METADATA_KEY = b"llvm_batch"
+
+
+def fsync_dir(path: str) -> None:
+    """Make a rename in ``path`` durable (no-op where directories can't be fsynced)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def tmp_name(path: str) -> str:
+    head, tail = os.path.split(path)
+    return os.path.join(head, f".{tail}.tmp-{os.getpid()}")
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically and durably."""
+    tmp = tmp_name(path)
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    fsync_dir(os.path.dirname(path) or ".")
+
+
+def write_part(path: str, table: pa.Table) -> None:
+    """Write a checkpoint part (Parquet) atomically and durably."""
+    tmp = tmp_name(path)
+    with open(tmp, "wb") as handle:
+        pq.write_table(table, handle, compression="zstd")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+class OutputWriter:
+    """Streams tables into the final output file, renamed into place by :meth:`commit`."""
+
+    def __init__(
+        self,
+        path: str,
+        fmt: str,
+        schema: pa.Schema,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.path = path
+        self.format = fmt
+        self.schema = schema
+        self.rows = 0
+        self._tmp = tmp_name(path)
+        self._handle: IO[bytes] = open(self._tmp, "wb")
+        self._parquet: pq.ParquetWriter | None = None
+        self._csv: pacsv.CSVWriter | None = None
+        if fmt == "parquet":
+            meta = dict(schema.metadata or {})
+            if metadata is not None:
+                meta[SCHEMA_METADATA_KEY] = json.dumps(metadata, sort_keys=True).encode()
+            self._parquet = pq.ParquetWriter(
+                self._handle, schema.with_metadata(meta), compression="zstd"
+            )
+        elif fmt == "csv":
+            self._csv_schema = _csv_schema(schema)
+            self._csv = pacsv.CSVWriter(self._handle, self._csv_schema)
+
+    def write(self, table: pa.Table) -> None:
+        self.rows += table.num_rows
+        if self._parquet is not None:
+            self._parquet.write_table(table.replace_schema_metadata(self._parquet.schema.metadata))
+        elif self._csv is not None:
+            self._csv.write_table(_flatten_for_csv(table, self._csv_schema))
+        else:
+            self._handle.write(_jsonl(table))
+
+    def commit(self) -> None:
+        """Finish the file and rename it over ``path``."""
+        if self.rows == 0:
+            self.write(self.schema.empty_table())
+        if self._parquet is not None:
+            self._parquet.close()
+        elif self._csv is not None:
+            self._csv.close()
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self._handle.close()
+        os.replace(self._tmp, self.path)
+        fsync_dir(os.path.dirname(self.path) or ".")
+
+    def abort(self) -> None:
+        """Drop the temporary file."""
+        try:
+            if self._parquet is not None:
+                self._parquet.close()
+        except (OSError, pa.ArrowException):
+            pass
+        self._handle.close()
+        try:
+            os.unlink(self._tmp)
+        except FileNotFoundError:
+            pass
+
+
+def read_output_metadata(path: str) -> dict[str, Any] | None:
+    """The llvm-batch metadata of a finished Parquet output, or None."""
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowException):
+        return None
+    raw = meta.get(SCHEMA_METADATA_KEY)
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _nested(kind: pa.DataType) -> bool:
+    return pa.types.is_nested(kind) or pa.types.is_dictionary(kind)
+
+
+def _csv_schema(schema: pa.Schema) -> pa.Schema:
+    fields = [
+        pa.field(f.name, pa.string()) if _nested(f.type) or pa.types.is_binary(f.type) else f
+        for f in schema
+    ]
+    return pa.schema(fields)
+
+
+def _flatten_for_csv(table: pa.Table, target: pa.Schema) -> pa.Table:
+    """Nested columns become JSON text: CSV has no lists or structs."""
+    columns = []
+    for field, column in zip(table.schema, table.columns):
+        if field.type == target.field(field.name).type:
+            columns.append(column)
+            continue
+        values = [
+            None if v is None else json.dumps(v, ensure_ascii=False, default=_json_default)
+            for v in column.to_pylist()
+        ]
+        columns.append(pa.array(values, pa.string()))
+    return pa.table(columns, schema=target)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
+        return value.isoformat()
+    if isinstance(value, _dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    return str(value)
+
+
+def _jsonl(table: pa.Table) -> bytes:
+    lines: Iterable[str] = (
+        json.dumps(row, ensure_ascii=False, default=_json_default) for row in table.to_pylist()
+    )
+    return "".join(line + "\n" for line in lines).encode()
