@@ -95,7 +95,41 @@ class ServerStats:
         }
 
 
-class ReferenceServer:
+class AppServer:
+    """An aiohttp application served on ``host:port`` (port 0 picks a free one)."""
+
+    def __init__(self, app: web.Application, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.app = app
+        self.host = host
+        self.port = port
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> AppServer:
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        await site.start()
+        if self.port == 0:
+            self.port = int(self._runner.addresses[0][1])
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> AppServer:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+class ReferenceServer(AppServer):
     """The reference server on ``host:port`` (port 0 picks a free one); see :attr:`url`.
 
     Use ``async with ReferenceServer() as server:`` inside a loop, or :class:`ServerThread`.
@@ -111,18 +145,11 @@ class ReferenceServer:
         faults: Faults | None = None,
         record_inputs: bool = False,
     ) -> None:
-        self.host = host
-        self.port = port
         self.models = list(models)
         self.api_key = api_key
         self.faults = faults or Faults()
         self.stats = ServerStats(record_inputs=record_inputs)
-        self._runner: web.AppRunner | None = None
-        self.app = self._make_app()
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        super().__init__(self._make_app(), host, port)
 
     def _make_app(self) -> web.Application:
         app = web.Application(middlewares=[self._count, self._auth])
@@ -133,26 +160,6 @@ class ReferenceServer:
         app.router.add_post("/_stats/reset", self._reset_stats)
         app.router.add_post("/_faults", self._set_faults)
         return app
-
-    async def start(self) -> ReferenceServer:
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
-        await site.start()
-        if self.port == 0:
-            self.port = int(self._runner.addresses[0][1])
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> ReferenceServer:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     def reset_stats(self) -> None:
         self.stats = ServerStats(record_inputs=self.stats.record_inputs)
@@ -239,7 +246,7 @@ class ReferenceServer:
         if fault == "bad_json":
             return web.Response(status=200, text='{"outputs": "trunc', content_type="application/json")
         outputs = reference_output(model_id, body["inputs"], max_tokens)
-        text = outputs if isinstance(body["inputs"], str) else json.dumps(body["inputs"])
+        text = body["inputs"] if isinstance(body["inputs"], str) else json.dumps(body["inputs"])
         metadata = {"input_tokens": len(text.split()), "output_tokens": len(outputs.split())}
         return web.json_response({"model_id": model_id, "outputs": outputs, "metadata": metadata})
 
@@ -273,13 +280,15 @@ FAULT_FIELDS = tuple(f.name for f in fields(Faults))
 
 
 class ServerThread:
-    """A :class:`ReferenceServer` on a background thread, for blocking code and tests.
+    """A server on a background thread, for blocking code and tests.
 
-    ``with ServerThread(faults=Faults(error_rate=0.2)) as server: ... server.url``
+    ``with ServerThread(faults=Faults(error_rate=0.2)) as server: ... server.url`` runs a
+    :class:`ReferenceServer` built from the keywords; ``ServerThread(AppServer(app))`` runs
+    any aiohttp application.
     """
 
-    def __init__(self, **kwargs: Any) -> None:
-        self.server = ReferenceServer(**kwargs)
+    def __init__(self, server: AppServer | None = None, **kwargs: Any) -> None:
+        self.server: Any = server if server is not None else ReferenceServer(**kwargs)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 

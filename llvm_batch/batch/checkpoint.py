@@ -43,8 +43,13 @@ class Checkpoint:
             self._by_chunk[int(part["chunk"])].append(part)
 
     @classmethod
-    def open(cls, output: str, fingerprint: dict[str, Any], *, overwrite: bool) -> Checkpoint:
-        """Resume the checkpoint for ``output``, or start one; refuse a mismatched one."""
+    def open(
+        cls, output: str, fingerprint: dict[str, Any], *, chunk_size: int, overwrite: bool
+    ) -> Checkpoint:
+        """Resume the checkpoint for ``output``, or start one; refuse a mismatched one.
+
+        A resumed checkpoint keeps the chunk size it was started with (:attr:`chunk_size`).
+        """
         directory = staging_dir_for(output)
         if overwrite and os.path.exists(directory):
             shutil.rmtree(directory)
@@ -74,6 +79,7 @@ class Checkpoint:
             "version": MANIFEST_VERSION,
             "fingerprint": fingerprint,
             "created": time.time(),
+            "chunk_size": chunk_size,
             "parts": [],
         }
         checkpoint = cls(directory, manifest)
@@ -81,6 +87,10 @@ class Checkpoint:
         checkpoint._write_manifest()
         fsync_dir(os.path.dirname(os.path.abspath(directory)))
         return checkpoint
+
+    @property
+    def chunk_size(self) -> int:
+        return int(self.manifest["chunk_size"])
 
     @property
     def committed_rows(self) -> int:

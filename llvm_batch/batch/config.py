@@ -36,7 +36,6 @@ SHAPING = (
     "top_p_column",
     "params_column",
     "prefix",
-    "chunk_size",
     "retry_errors",
 )
 
@@ -71,6 +70,7 @@ class BatchOptions:
     retry_delay: float = DEFAULT_RETRY_DELAY
     timeout: float | None = DEFAULT_TIMEOUT
     max_rps: float | None = None
+    breaker: dict[str, Any] | bool = True
     priority: str = "normal"
     max_outage: float = DEFAULT_MAX_OUTAGE
     max_error_rate: float = 0.0
@@ -106,8 +106,6 @@ class BatchOptions:
             Priority.parse(self.priority)
         except ValueError as exc:
             raise InputError(str(exc)) from None
-        if self.template is not None and self.chat and self.system is None:
-            pass  # --chat with a template: the template is the user message
         if self.params is not None and not isinstance(self.params, dict):
             raise InputError("params must be a JSON object, e.g. '{\"seed\": 1}'")
 

@@ -93,6 +93,7 @@ class BatchRun:
         self._stop_code: int | None = None
         self._stopped = asyncio.Event()
         self._blocked_since: float | None = None
+        self._last_failure: LLVMError | None = None
         self._open: dict[int, Chunk] = {}
         self._commit_wanted = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -135,6 +136,7 @@ class BatchRun:
                 retry_delay=self.opts.retry_delay,
                 timeout=self.opts.timeout,
                 max_rps=self.opts.max_rps,
+                breaker=self.opts.breaker,
                 queue_size=self._window(),
                 debug=self.opts.debug,
             )
@@ -145,7 +147,10 @@ class BatchRun:
                                         exit_code=self._stop_code)
                     return self.summary
                 self.checkpoint = Checkpoint.open(
-                    self.output_path, fingerprint, overwrite=self.opts.overwrite
+                    self.output_path,
+                    fingerprint,
+                    chunk_size=self.opts.chunk_size,
+                    overwrite=self.opts.overwrite,
                 )
                 self.summary.resumed = self.checkpoint.committed_rows
                 await self._process()
@@ -240,8 +245,9 @@ class BatchRun:
                     "set LLVM_API_KEY or --api-key-file"
                 ) from None
             except LLVMError as exc:
+                self._note_failure(exc)
                 if self._clock() - since >= self.opts.max_outage:
-                    self._stop(EXIT_INCOMPLETE, f"server unavailable: {exc}")
+                    self._stop(EXIT_INCOMPLETE, f"server unavailable: {self._last_failure}")
                     return False
                 await asyncio.sleep(max(HOLD_POLL_S, self.client.breaker_retry_in()))
 
@@ -274,14 +280,15 @@ class BatchRun:
             self.progress.close()
 
     async def _dispatch(self) -> None:
-        chunks = self.source.chunks(self.opts.chunk_size)
+        chunk_size = self.checkpoint.chunk_size
+        chunks = self.source.chunks(chunk_size)
         self.summary.rows = 0
         while self._stop_code is None:
             item = await asyncio.to_thread(next, chunks, None)
             if item is None:
                 break
             index, batch = item
-            start = index * self.opts.chunk_size
+            start = index * chunk_size
             self.summary.rows += batch.num_rows
             done = {r - start for r in self.checkpoint.rows_done(index)}
             if len(done) == batch.num_rows:
@@ -338,7 +345,8 @@ class BatchRun:
                 total.retry_wait_s += outcome.retry_wait_s
                 total.latency_ms += outcome.latency_ms
                 error = outcome.error
-                if isinstance(error, CircuitOpenError):
+                self._note_failure(error)
+                if isinstance(error, CircuitOpenError) or self._outage(error):
                     if not await self._hold(error):
                         return
                     continue
@@ -356,16 +364,29 @@ class BatchRun:
         finally:
             self._slots.release()
 
-    async def _hold(self, error: CircuitOpenError) -> bool:
+    def _note_failure(self, error: LLVMError | None) -> None:
+        """Remember the last real failure, to say why a server is unavailable."""
+        if error is not None and not isinstance(error, CircuitOpenError):
+            self._last_failure = error
+
+    def _outage(self, error: LLVMError | None) -> bool:
+        """A server-side failure while the breaker is not closed: hold the row, don't fail it."""
+        return (
+            error is not None
+            and error.retryable
+            and self.client.breaker_state not in ("closed", "disabled")
+        )
+
+    async def _hold(self, error: LLVMError) -> bool:
         """Wait for an open breaker; False when the outage budget is spent (run stops)."""
         now = self._clock()
         if self._blocked_since is None:
             self._blocked_since = now
         if now - self._blocked_since >= self.opts.max_outage:
             self._stop(EXIT_INCOMPLETE, f"server unavailable for {now - self._blocked_since:.0f} s"
-                       f" (--max-outage {self.opts.max_outage:g}): {error}")
+                       f" (--max-outage {self.opts.max_outage:g}): {self._last_failure or error}")
             return False
-        wait = max(HOLD_POLL_S, error.retry_after or 0.0)
+        wait = max(HOLD_POLL_S, self.client.breaker_retry_in())
         wait = min(wait, self.opts.max_outage - (now - self._blocked_since) + 0.01)
         try:
             await asyncio.wait_for(self._stopped.wait(), timeout=wait)

@@ -1,0 +1,85 @@
+"""Helpers shared by the batch and CLI tests: input tables, running the CLI, reading outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from click.testing import CliRunner, Result
+
+from llvm_batch.cli import main
+
+RESULT_COLUMNS = [
+    "llvm_output",
+    "llvm_status",
+    "llvm_error_type",
+    "llvm_error",
+    "llvm_http_status",
+    "llvm_attempts",
+    "llvm_retry_wait_s",
+    "llvm_latency_ms",
+    "llvm_model",
+    "llvm_metadata",
+]
+
+#: Columns that depend on timing, not on the data: left out when comparing two runs.
+TIMING_COLUMNS = ["llvm_retry_wait_s", "llvm_latency_ms", "llvm_attempts", "llvm_http_status"]
+
+
+def prompts_table(rows: int, *, empty_every: int = 0) -> pa.Table:
+    """``id``, ``prompt``, ``topic``: prompt i is ``question i``; every n-th prompt empty."""
+    prompts = [
+        "" if empty_every and i % empty_every == empty_every - 1 else f"question {i}"
+        for i in range(rows)
+    ]
+    return pa.table(
+        {
+            "id": pa.array(range(rows), pa.int64()),
+            "prompt": pa.array(prompts, pa.string()),
+            "topic": pa.array([f"t{i % 7}" for i in range(rows)], pa.string()),
+        }
+    )
+
+
+def write_parquet(path: Path, table: pa.Table) -> Path:
+    pq.write_table(table, path)
+    return path
+
+
+def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
+    """Run ``llvm-batch ARGS`` in-process with CliRunner."""
+    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+
+def cli_command(*args: str) -> list[str]:
+    """The argv to run ``llvm-batch ARGS`` as a subprocess with this interpreter."""
+    return [sys.executable, "-m", "llvm_batch.cli", *args]
+
+
+def run_cli(*args: str, timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        cli_command(*args), capture_output=True, text=True, timeout=timeout, env=full_env
+    )
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of an output file of any format, as dicts."""
+    text = str(path)
+    if text.endswith(".parquet"):
+        return pq.read_table(path).to_pylist()
+    if text.endswith(".jsonl"):
+        return [json.loads(line) for line in path.read_text().splitlines() if line]
+    import pyarrow.csv as pacsv
+
+    return pacsv.read_csv(path).to_pylist()
+
+
+def comparable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in rows]

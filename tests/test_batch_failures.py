@@ -1,0 +1,172 @@
+"""The batch runner against failing servers: faults, outages, auth, and the exit codes."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+from aiohttp import web
+from batch_support import invoke, prompts_table, read_rows, write_parquet
+
+from llvm_batch.batch import run_batch
+from llvm_batch.server import AppServer, Faults, ServerThread, reference_output
+
+MODEL = "llvm-model-1"
+FAST = {"retry_delay": 0.005, "progress": False, "flush_interval": 0.2}
+
+
+def test_faulty_server_every_row_exactly_once_with_attempts(tmp_path: Path, make_server) -> None:
+    faults = Faults(error_rate=0.2, rate_limit_rate=0.05, retry_after=0, reset_rate=0.02, seed=7)
+    server = make_server(faults=faults)
+    source = write_parquet(tmp_path / "in.parquet", prompts_table(400))
+    out = tmp_path / "out.parquet"
+
+    summary = run_batch(
+        source, out, model=MODEL, base_url=server.url, concurrency=16, max_retries=6,
+        chunk_size=64, breaker=False, max_error_rate=1.0, **FAST,
+    )
+
+    rows = read_rows(out)
+    assert [r["id"] for r in rows] == list(range(400))
+    ok = [r for r in rows if r["llvm_status"] == "ok"]
+    assert len(ok) >= 390
+    for row in ok:
+        assert row["llvm_output"] == reference_output(MODEL, row["prompt"])
+    for row in rows:
+        if row["llvm_status"] == "error":
+            assert row["llvm_attempts"] == 7 and row["llvm_error_type"] in ("server_error", "rate_limited", "connection")
+    retried = [r for r in rows if r["llvm_attempts"] > 1]
+    assert len(retried) > 40
+    assert all(r["llvm_retry_wait_s"] > 0 for r in retried)
+    # every attempt the rows recorded is one the server saw
+    assert sum(r["llvm_attempts"] for r in rows) == server.stats.inference_requests
+    assert summary.ok == len(ok) and summary.retries > 40
+
+
+def test_error_rate_above_the_limit_exits_1(tmp_path: Path, server) -> None:
+    table = pa.table({"prompt": [f"p{i}" for i in range(10)], "mt": [-1 if i < 3 else 5 for i in range(10)]})
+    source = write_parquet(tmp_path / "in.parquet", table)
+    out = tmp_path / "out.parquet"
+    base = ["run", str(source), "-o", str(out), "-m", MODEL, "--base-url", server.url, "--max-tokens-column", "mt"]
+
+    result = invoke(*base)
+    assert result.exit_code == 1, result.output
+    rows = read_rows(out)
+    assert [r["llvm_status"] for r in rows[:4]] == ["error", "error", "error", "ok"]
+    assert rows[0]["llvm_error_type"] == "client_error" and rows[0]["llvm_http_status"] == 422
+    assert rows[0]["llvm_attempts"] == 1  # 422 is never retried
+    assert "max_tokens" in rows[0]["llvm_error"]
+    assert "client_error 3" in result.output
+
+    result = invoke(*base, "--overwrite", "--max-error-rate", "0.3")
+    assert result.exit_code == 0, result.output
+
+
+def test_open_breaker_holds_rows_until_the_server_recovers(tmp_path: Path, make_server) -> None:
+    server = make_server(faults=Faults(error_rate=1.0))
+    source = write_parquet(tmp_path / "in.parquet", prompts_table(60))
+    out = tmp_path / "out.parquet"
+    healed = threading.Timer(0.6, server.set_faults, kwargs={"error_rate": 0.0})
+    healed.start()
+    try:
+        summary = run_batch(
+            source, out, model=MODEL, base_url=server.url, concurrency=4, max_retries=2,
+            breaker={"open_seconds": 0.05, "max_open_seconds": 0.2, "failure_threshold": 3},
+            **FAST,
+        )
+    finally:
+        healed.cancel()
+    rows = read_rows(out)
+    assert summary.exit_code == 0, summary.lines()
+    assert {r["llvm_status"] for r in rows} == {"ok"}
+    assert server.stats.statuses[503] >= 3
+
+
+def test_connection_refused_throughout_stops_incomplete_exit_3(tmp_path: Path) -> None:
+    with ServerThread() as gone:
+        url = gone.url
+    source = write_parquet(tmp_path / "in.parquet", prompts_table(5))
+    out = tmp_path / "out.parquet"
+    result = invoke(
+        "run", str(source), "-o", str(out), "-m", MODEL, "--base-url", url,
+        "--max-outage", "0.3", "--retry-delay", "0.01",
+    )
+    assert result.exit_code == 3, result.output
+    assert "incomplete" in result.output and "could not connect" in result.output
+    assert not out.exists()
+
+
+def _auth_changes_app(state: Counter[str]) -> web.Application:
+    """Model info answers; inference is refused with 401 after 5 accepted requests."""
+
+    async def info(request: web.Request) -> web.Response:
+        return web.json_response({"model_id": request.match_info["m"], "status": "loaded"})
+
+    async def inference(request: web.Request) -> web.Response:
+        state["inference"] += 1
+        if state["inference"] > 5:
+            return web.json_response({"error": "key revoked"}, status=401)
+        body = await request.json()
+        return web.json_response({"outputs": body["inputs"].upper()})
+
+    app = web.Application()
+    app.router.add_get("/models/{m}", info)
+    app.router.add_post("/models/{m}/inference", inference)
+    return app
+
+
+def test_auth_failure_mid_run_stops_early_exit_3_and_keeps_checkpoint(tmp_path: Path) -> None:
+    state: Counter[str] = Counter()
+    source = write_parquet(tmp_path / "in.parquet", prompts_table(200))
+    out = tmp_path / "out.parquet"
+    with ServerThread(AppServer(_auth_changes_app(state))) as server:
+        result = invoke(
+            "run", str(source), "-o", str(out), "-m", MODEL, "--base-url", server.url,
+            "--concurrency", "1", "--chunk-size", "5",
+        )
+    assert result.exit_code == 3, result.output
+    assert "API key was refused" in result.output
+    assert state["inference"] < 20  # stopped early, not one 401 per row
+    assert not out.exists()
+    assert (tmp_path / "out.parquet.llvm-staging" / "manifest.json").exists()
+
+
+def test_auth_refused_before_anything_is_sent_exits_2(tmp_path: Path, make_server) -> None:
+    server = make_server(api_key="right-key")
+    source = write_parquet(tmp_path / "in.parquet", prompts_table(3))
+    result = invoke("run", str(source), "-m", MODEL, "--base-url", server.url, env={"LLVM_API_KEY": "wrong-key"})
+    assert result.exit_code == 2
+    assert "refused the API key" in result.output
+    assert "wrong-key" not in result.output
+    assert server.stats.inference_requests == 0
+
+
+def test_api_key_from_environment_and_never_printed(tmp_path: Path, make_server) -> None:
+    key = "sk-CANARY-0123456789"
+    server = make_server(api_key=key)
+    source = write_parquet(tmp_path / "in.parquet", prompts_table(4))
+    out = tmp_path / "out.csv"
+    result = invoke("run", str(source), "-o", str(out), "-m", MODEL, "--base-url", server.url, "--debug",
+                    env={"LLVM_API_KEY": key})
+    assert result.exit_code == 0, result.output
+    assert key not in result.output
+    assert key not in out.read_text()
+    key_file = tmp_path / "key.txt"
+    key_file.write_text(key + "\n")
+    result = invoke("run", str(source), "-o", str(tmp_path / "o2.parquet"), "-m", MODEL,
+                    "--base-url", server.url, "--api-key-file", str(key_file))
+    assert result.exit_code == 0, result.output
+
+
+def test_model_disappearing_mid_run_stops_early_exit_3(tmp_path: Path, make_server) -> None:
+    server = make_server()
+    source = write_parquet(tmp_path / "in.parquet", prompts_table(300))
+    out = tmp_path / "out.parquet"
+    threading.Timer(0.05, lambda: setattr(server.server, "models", ["other"])).start()
+    summary = run_batch(source, out, model=MODEL, base_url=server.url, concurrency=2,
+                        max_rps=400, chunk_size=10, **FAST)
+    assert summary.exit_code == 3
+    assert "disappeared" in (summary.stop_reason or "")
+    assert server.stats.statuses[404] <= 4
