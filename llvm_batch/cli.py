@@ -115,7 +115,9 @@ def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) 
     try:
         parsed = json.loads(value)
     except ValueError:
-        raise click.BadParameter(f"must be a JSON object, e.g. '{{\"seed\": 1}}'; got {value!r}") from None
+        raise click.BadParameter(
+            f"must be a JSON object, e.g. '{{\"seed\": 1}}'; got {value!r}"
+        ) from None
     if not isinstance(parsed, dict):
         raise click.BadParameter("must be a JSON object, e.g. '{\"seed\": 1}'")
     return parsed
@@ -123,14 +125,39 @@ def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) 
 
 @main.command()
 @click.argument("input_path", metavar="INPUT")
-@click.option("-o", "--output", help="Output file (.parquet, .csv, .jsonl). Default: INPUT's stem + .llvm.parquet.")
-@click.option("--input-format", type=click.Choice(["parquet", "csv", "jsonl"]), help="Input format if the extension doesn't say.")
-@click.option("--output-format", type=click.Choice(["parquet", "csv", "jsonl"]), help="Output format if the extension doesn't say.")
+@click.option(
+    "-o",
+    "--output",
+    help="Output file (.parquet, .csv, .jsonl). Default: INPUT's stem + .llvm.parquet.",
+)
+@click.option(
+    "--input-format",
+    type=click.Choice(["parquet", "csv", "jsonl"]),
+    help="Input format if the extension doesn't say.",
+)
+@click.option(
+    "--output-format",
+    type=click.Choice(["parquet", "csv", "jsonl"]),
+    help="Output format if the extension doesn't say.",
+)
 @click.option("-m", "--model", envvar=ENV_DEFAULT_MODEL, show_envvar=True, help="Model id.")
-@click.option("--prompt-column", default="prompt", show_default=True, help="Column holding the prompt.")
-@click.option("--template", help="Prompt template over columns, e.g. 'Translate to French: {text}'.")
-@click.option("--chat", is_flag=True, help="Chat mode: messages column, or --system plus a user template/prompt.")
-@click.option("--messages-column", default="messages", show_default=True, help="Chat messages column (list of {role, content}).")
+@click.option(
+    "--prompt-column", default="prompt", show_default=True, help="Column holding the prompt."
+)
+@click.option(
+    "--template", help="Prompt template over columns, e.g. 'Translate to French: {text}'."
+)
+@click.option(
+    "--chat",
+    is_flag=True,
+    help="Chat mode: messages column, or --system plus a user template/prompt.",
+)
+@click.option(
+    "--messages-column",
+    default="messages",
+    show_default=True,
+    help="Chat messages column (list of {role, content}).",
+)
 @click.option("--system", help="System message (chat mode).")
 @click.option("--max-tokens", type=click.IntRange(min=0), help="max_tokens for every row.")
 @click.option("--temperature", type=float, help="temperature for every row.")
@@ -144,23 +171,96 @@ def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--params-column", help="Column with per-row params (JSON object).")
 @click.option("--prefix", default="llvm_", show_default=True, help="Prefix of the result columns.")
 @server_options
-@click.option("-c", "--concurrency", type=click.IntRange(min=1), default=DEFAULT_CONCURRENCY, show_default=True, help="Requests in flight at once.")
-@click.option("--max-retries", type=click.IntRange(min=0), default=DEFAULT_MAX_RETRIES, show_default=True, help="Retries per row (attempts = 1 + retries).")
-@click.option("--retry-delay", type=click.FloatRange(min=0), default=DEFAULT_RETRY_DELAY, show_default=True, help="First backoff ceiling in seconds (doubles).")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_TIMEOUT, show_default=True, help="Seconds per attempt.")
-@click.option("--max-rps", type=click.FloatRange(min=0, min_open=True), help="At most this many requests per second.")
-@click.option("--priority", type=click.Choice(["high", "normal", "low"]), default="normal", show_default=True)
-@click.option("--max-outage", type=click.FloatRange(min=0), default=DEFAULT_MAX_OUTAGE, show_default=True, help="Seconds to wait out an unavailable server before stopping (exit 3).")
-@click.option("--max-error-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="Error rows / sent rows above which the exit code is 1.")
-@click.option("--chunk-size", type=click.IntRange(min=1), default=DEFAULT_CHUNK_SIZE, show_default=True, help="Rows per checkpoint chunk.")
-@click.option("--flush-interval", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_FLUSH_INTERVAL, show_default=True, help="Seconds between checkpoint commits.")
+@click.option(
+    "-c",
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=DEFAULT_CONCURRENCY,
+    show_default=True,
+    help="Requests in flight at once.",
+)
+@click.option(
+    "--max-retries",
+    type=click.IntRange(min=0),
+    default=DEFAULT_MAX_RETRIES,
+    show_default=True,
+    help="Retries per row (attempts = 1 + retries).",
+)
+@click.option(
+    "--retry-delay",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_RETRY_DELAY,
+    show_default=True,
+    help="First backoff ceiling in seconds (doubles).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_TIMEOUT,
+    show_default=True,
+    help="Seconds per attempt.",
+)
+@click.option(
+    "--max-rps",
+    type=click.FloatRange(min=0, min_open=True),
+    help="At most this many requests per second.",
+)
+@click.option(
+    "--priority", type=click.Choice(["high", "normal", "low"]), default="normal", show_default=True
+)
+@click.option(
+    "--max-outage",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_MAX_OUTAGE,
+    show_default=True,
+    help="Seconds to wait out an unavailable server before stopping (exit 3).",
+)
+@click.option(
+    "--max-error-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Error rows / sent rows above which the exit code is 1.",
+)
+@click.option(
+    "--chunk-size",
+    type=click.IntRange(min=1),
+    default=DEFAULT_CHUNK_SIZE,
+    show_default=True,
+    help="Rows per checkpoint chunk.",
+)
+@click.option(
+    "--flush-interval",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_FLUSH_INTERVAL,
+    show_default=True,
+    help="Seconds between checkpoint commits.",
+)
 @click.option("--overwrite", is_flag=True, help="Discard any checkpoint or output and start over.")
-@click.option("--retry-errors", is_flag=True, help="Re-run only the rows of the existing output whose status is error.")
-@click.option("--dry-run", is_flag=True, help="Validate, show the first prompts, count rows; send nothing.")
-@click.option("--local-server", is_flag=True, help="Run against the bundled reference server on a free loopback port.")
-@click.option("--progress/--no-progress", default=None, help="Force the progress bar on or off (default: bar on a terminal, log lines otherwise).")
+@click.option(
+    "--retry-errors",
+    is_flag=True,
+    help="Re-run only the rows of the existing output whose status is error.",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Validate, show the first prompts, count rows; send nothing."
+)
+@click.option(
+    "--local-server",
+    is_flag=True,
+    help="Run against the bundled reference server on a free loopback port.",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Force the progress bar on or off (default: bar on a terminal, log lines otherwise).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress and no summary.")
-@click.option("--summary-json", type=click.Path(dir_okay=False), help="Also write the summary as JSON here (for Airflow XCom).")
+@click.option(
+    "--summary-json",
+    type=click.Path(dir_okay=False),
+    help="Also write the summary as JSON here (for Airflow XCom).",
+)
 def run(input_path: str, api_key_file: str | None, **options: Any) -> None:
     """Run every row of INPUT through the model; write INPUT plus result columns.
 
@@ -280,15 +380,46 @@ def chat(
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
-@click.option("--models", "model_list", default="llvm-model-1,llvm-model-2", show_default=True, help="Comma-separated model ids.")
-@click.option("--require-api-key", is_flag=True, help=f"Require the key in ${ENV_API_KEY} (401 otherwise).")
-@click.option("--latency", type=click.FloatRange(min=0), default=0.0, help="Seconds added to each inference.")
-@click.option("--error-rate", type=click.FloatRange(0, 1), default=0.0, help="Fraction of inferences answered 503.")
-@click.option("--rate-limit-rate", type=click.FloatRange(0, 1), default=0.0, help="Fraction answered 429.")
-@click.option("--retry-after", type=click.FloatRange(min=0), default=1.0, help="Retry-After seconds on 429.")
-@click.option("--reset-rate", type=click.FloatRange(0, 1), default=0.0, help="Fraction of connections reset.")
-@click.option("--bad-json-rate", type=click.FloatRange(0, 1), default=0.0, help="Fraction of malformed JSON bodies.")
-@click.option("--fail-first", type=click.IntRange(min=0), default=0, help="Fail each request's first N attempts with 503.")
+@click.option(
+    "--models",
+    "model_list",
+    default="llvm-model-1,llvm-model-2",
+    show_default=True,
+    help="Comma-separated model ids.",
+)
+@click.option(
+    "--require-api-key", is_flag=True, help=f"Require the key in ${ENV_API_KEY} (401 otherwise)."
+)
+@click.option(
+    "--latency", type=click.FloatRange(min=0), default=0.0, help="Seconds added to each inference."
+)
+@click.option(
+    "--error-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    help="Fraction of inferences answered 503.",
+)
+@click.option(
+    "--rate-limit-rate", type=click.FloatRange(0, 1), default=0.0, help="Fraction answered 429."
+)
+@click.option(
+    "--retry-after", type=click.FloatRange(min=0), default=1.0, help="Retry-After seconds on 429."
+)
+@click.option(
+    "--reset-rate", type=click.FloatRange(0, 1), default=0.0, help="Fraction of connections reset."
+)
+@click.option(
+    "--bad-json-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    help="Fraction of malformed JSON bodies.",
+)
+@click.option(
+    "--fail-first",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Fail each request's first N attempts with 503.",
+)
 @click.option("--seed", type=int, default=0, help="Seed of the fault choices.")
 def serve(host: str, port: int, model_list: str, require_api_key: bool, **faults: Any) -> None:
     """Run the reference LLVM server (deterministic answers, optional faults).

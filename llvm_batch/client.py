@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 
 from . import protocol
-from .breaker import BreakerState, CircuitBreaker
+from .breaker import CircuitBreaker
 from .errors import (
     CircuitOpenError,
     InvalidResponseError,

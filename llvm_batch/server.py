@@ -244,7 +244,9 @@ class ReferenceServer(AppServer):
                 request.transport.abort()  # drop the connection without an answer
             return web.Response(status=200)
         if fault == "bad_json":
-            return web.Response(status=200, text='{"outputs": "trunc', content_type="application/json")
+            return web.Response(
+                status=200, text='{"outputs": "trunc', content_type="application/json"
+            )
         outputs = reference_output(model_id, body["inputs"], max_tokens)
         text = body["inputs"] if isinstance(body["inputs"], str) else json.dumps(body["inputs"])
         metadata = {"input_tokens": len(text.split()), "output_tokens": len(outputs.split())}
@@ -289,16 +291,14 @@ class ServerThread:
 
     def __init__(self, server: AppServer | None = None, **kwargs: Any) -> None:
         self.server: Any = server if server is not None else ReferenceServer(**kwargs)
+        self.url: str = ""
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
     @property
-    def url(self) -> str:
-        return self.server.url
-
-    @property
     def stats(self) -> ServerStats:
-        return self.server.stats
+        stats: ServerStats = self.server.stats
+        return stats
 
     def set_faults(self, **changes: Any) -> None:
         """Change the faults (takes effect for the next request)."""
@@ -307,6 +307,7 @@ class ServerThread:
     def start(self) -> ServerThread:
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self.server.start(), self._loop).result()
+        self.url = self.server.url
         return self
 
     def stop(self) -> None:

@@ -62,7 +62,9 @@ def cli_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "llvm_batch.cli", *args]
 
 
-def run_cli(*args: str, timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
         cli_command(*args), capture_output=True, text=True, timeout=timeout, env=full_env

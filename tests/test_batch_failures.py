@@ -24,8 +24,16 @@ def test_faulty_server_every_row_exactly_once_with_attempts(tmp_path: Path, make
     out = tmp_path / "out.parquet"
 
     summary = run_batch(
-        source, out, model=MODEL, base_url=server.url, concurrency=16, max_retries=6,
-        chunk_size=64, breaker=False, max_error_rate=1.0, **FAST,
+        source,
+        out,
+        model=MODEL,
+        base_url=server.url,
+        concurrency=16,
+        max_retries=6,
+        chunk_size=64,
+        breaker=False,
+        max_error_rate=1.0,
+        **FAST,
     )
 
     rows = read_rows(out)
@@ -36,7 +44,11 @@ def test_faulty_server_every_row_exactly_once_with_attempts(tmp_path: Path, make
         assert row["llvm_output"] == reference_output(MODEL, row["prompt"])
     for row in rows:
         if row["llvm_status"] == "error":
-            assert row["llvm_attempts"] == 7 and row["llvm_error_type"] in ("server_error", "rate_limited", "connection")
+            assert row["llvm_attempts"] == 7 and row["llvm_error_type"] in (
+                "server_error",
+                "rate_limited",
+                "connection",
+            )
     retried = [r for r in rows if r["llvm_attempts"] > 1]
     assert len(retried) > 40
     assert all(r["llvm_retry_wait_s"] > 0 for r in retried)
@@ -46,10 +58,23 @@ def test_faulty_server_every_row_exactly_once_with_attempts(tmp_path: Path, make
 
 
 def test_error_rate_above_the_limit_exits_1(tmp_path: Path, server) -> None:
-    table = pa.table({"prompt": [f"p{i}" for i in range(10)], "mt": [-1 if i < 3 else 5 for i in range(10)]})
+    table = pa.table(
+        {"prompt": [f"p{i}" for i in range(10)], "mt": [-1 if i < 3 else 5 for i in range(10)]}
+    )
     source = write_parquet(tmp_path / "in.parquet", table)
     out = tmp_path / "out.parquet"
-    base = ["run", str(source), "-o", str(out), "-m", MODEL, "--base-url", server.url, "--max-tokens-column", "mt"]
+    base = [
+        "run",
+        str(source),
+        "-o",
+        str(out),
+        "-m",
+        MODEL,
+        "--base-url",
+        server.url,
+        "--max-tokens-column",
+        "mt",
+    ]
 
     result = invoke(*base)
     assert result.exit_code == 1, result.output
@@ -72,7 +97,12 @@ def test_open_breaker_holds_rows_until_the_server_recovers(tmp_path: Path, make_
     healed.start()
     try:
         summary = run_batch(
-            source, out, model=MODEL, base_url=server.url, concurrency=4, max_retries=2,
+            source,
+            out,
+            model=MODEL,
+            base_url=server.url,
+            concurrency=4,
+            max_retries=2,
             breaker={"open_seconds": 0.05, "max_open_seconds": 0.2, "failure_threshold": 3},
             **FAST,
         )
@@ -90,8 +120,18 @@ def test_connection_refused_throughout_stops_incomplete_exit_3(tmp_path: Path) -
     source = write_parquet(tmp_path / "in.parquet", prompts_table(5))
     out = tmp_path / "out.parquet"
     result = invoke(
-        "run", str(source), "-o", str(out), "-m", MODEL, "--base-url", url,
-        "--max-outage", "0.3", "--retry-delay", "0.01",
+        "run",
+        str(source),
+        "-o",
+        str(out),
+        "-m",
+        MODEL,
+        "--base-url",
+        url,
+        "--max-outage",
+        "0.3",
+        "--retry-delay",
+        "0.01",
     )
     assert result.exit_code == 3, result.output
     assert "incomplete" in result.output and "could not connect" in result.output
@@ -123,8 +163,18 @@ def test_auth_failure_mid_run_stops_early_exit_3_and_keeps_checkpoint(tmp_path: 
     out = tmp_path / "out.parquet"
     with ServerThread(AppServer(_auth_changes_app(state))) as server:
         result = invoke(
-            "run", str(source), "-o", str(out), "-m", MODEL, "--base-url", server.url,
-            "--concurrency", "1", "--chunk-size", "5",
+            "run",
+            str(source),
+            "-o",
+            str(out),
+            "-m",
+            MODEL,
+            "--base-url",
+            server.url,
+            "--concurrency",
+            "1",
+            "--chunk-size",
+            "5",
         )
     assert result.exit_code == 3, result.output
     assert "API key was refused" in result.output
@@ -136,7 +186,9 @@ def test_auth_failure_mid_run_stops_early_exit_3_and_keeps_checkpoint(tmp_path: 
 def test_auth_refused_before_anything_is_sent_exits_2(tmp_path: Path, make_server) -> None:
     server = make_server(api_key="right-key")
     source = write_parquet(tmp_path / "in.parquet", prompts_table(3))
-    result = invoke("run", str(source), "-m", MODEL, "--base-url", server.url, env={"LLVM_API_KEY": "wrong-key"})
+    result = invoke(
+        "run", str(source), "-m", MODEL, "--base-url", server.url, env={"LLVM_API_KEY": "wrong-key"}
+    )
     assert result.exit_code == 2
     assert "refused the API key" in result.output
     assert "wrong-key" not in result.output
@@ -148,15 +200,35 @@ def test_api_key_from_environment_and_never_printed(tmp_path: Path, make_server)
     server = make_server(api_key=key)
     source = write_parquet(tmp_path / "in.parquet", prompts_table(4))
     out = tmp_path / "out.csv"
-    result = invoke("run", str(source), "-o", str(out), "-m", MODEL, "--base-url", server.url, "--debug",
-                    env={"LLVM_API_KEY": key})
+    result = invoke(
+        "run",
+        str(source),
+        "-o",
+        str(out),
+        "-m",
+        MODEL,
+        "--base-url",
+        server.url,
+        "--debug",
+        env={"LLVM_API_KEY": key},
+    )
     assert result.exit_code == 0, result.output
     assert key not in result.output
     assert key not in out.read_text()
     key_file = tmp_path / "key.txt"
     key_file.write_text(key + "\n")
-    result = invoke("run", str(source), "-o", str(tmp_path / "o2.parquet"), "-m", MODEL,
-                    "--base-url", server.url, "--api-key-file", str(key_file))
+    result = invoke(
+        "run",
+        str(source),
+        "-o",
+        str(tmp_path / "o2.parquet"),
+        "-m",
+        MODEL,
+        "--base-url",
+        server.url,
+        "--api-key-file",
+        str(key_file),
+    )
     assert result.exit_code == 0, result.output
 
 
@@ -165,8 +237,16 @@ def test_model_disappearing_mid_run_stops_early_exit_3(tmp_path: Path, make_serv
     source = write_parquet(tmp_path / "in.parquet", prompts_table(300))
     out = tmp_path / "out.parquet"
     threading.Timer(0.05, lambda: setattr(server.server, "models", ["other"])).start()
-    summary = run_batch(source, out, model=MODEL, base_url=server.url, concurrency=2,
-                        max_rps=400, chunk_size=10, **FAST)
+    summary = run_batch(
+        source,
+        out,
+        model=MODEL,
+        base_url=server.url,
+        concurrency=2,
+        max_rps=400,
+        chunk_size=10,
+        **FAST,
+    )
     assert summary.exit_code == 3
     assert "disappeared" in (summary.stop_reason or "")
     assert server.stats.statuses[404] <= 4

@@ -45,14 +45,18 @@ def test_each_format_in_and_out(tmp_path: Path, server, in_ext: str, out_ext: st
     assert [r["prompt"] for r in rows] == table.column("prompt").to_pylist()
     assert list(rows[0]) == ["id", "prompt", "topic", *RESULT_COLUMNS]
     assert all(r["llvm_status"] == "ok" for r in rows)
-    assert [r["llvm_output"] for r in rows] == [reference_output(MODEL, p) for p in table.column("prompt").to_pylist()]
+    assert [r["llvm_output"] for r in rows] == [
+        reference_output(MODEL, p) for p in table.column("prompt").to_pylist()
+    ]
     assert not (tmp_path / f"out{out_ext}.llvm-staging").exists()
     assert server.stats.inference_requests == 30
 
 
 def test_result_columns_have_the_design_types(tmp_path: Path, server) -> None:
     source = write_parquet(tmp_path / "in.parquet", prompts_table(5))
-    summary = run_batch(source, tmp_path / "out.parquet", model=MODEL, base_url=server.url, progress=False)
+    summary = run_batch(
+        source, tmp_path / "out.parquet", model=MODEL, base_url=server.url, progress=False
+    )
     schema = pq.read_schema(tmp_path / "out.parquet")
     assert summary.exit_code == 0
     assert schema.field("llvm_output").type == pa.string()
@@ -77,8 +81,16 @@ def test_template_mode_fills_columns(tmp_path: Path, server) -> None:
     source = write_parquet(tmp_path / "in.parquet", prompts_table(4))
     out = tmp_path / "out.parquet"
     result = invoke(
-        "run", str(source), "-o", str(out), "-m", MODEL, "--base-url", server.url,
-        "--template", "Topic {topic}: {prompt}",
+        "run",
+        str(source),
+        "-o",
+        str(out),
+        "-m",
+        MODEL,
+        "--base-url",
+        server.url,
+        "--template",
+        "Topic {topic}: {prompt}",
     )
     assert result.exit_code == 0, result.output
     rows = read_rows(out)
@@ -87,7 +99,9 @@ def test_template_mode_fills_columns(tmp_path: Path, server) -> None:
 
 def test_template_naming_an_unknown_column_exits_2_before_sending(tmp_path: Path, server) -> None:
     source = write_parquet(tmp_path / "in.parquet", prompts_table(4))
-    result = invoke("run", str(source), "-m", MODEL, "--base-url", server.url, "--template", "Hi {nope}")
+    result = invoke(
+        "run", str(source), "-m", MODEL, "--base-url", server.url, "--template", "Hi {nope}"
+    )
     assert result.exit_code == 2
     assert "'nope'" in result.output and "template" in result.output
     assert server.stats.requests == 0
@@ -97,7 +111,9 @@ def test_chat_mode_with_a_messages_column(tmp_path: Path, server) -> None:
     source = tmp_path / "chat.jsonl"
     shutil.copy(SAMPLE / "chat.jsonl", source)
     out = tmp_path / "chat.out.jsonl"
-    result = invoke("run", str(source), "--chat", "-o", str(out), "-m", MODEL, "--base-url", server.url)
+    result = invoke(
+        "run", str(source), "--chat", "-o", str(out), "-m", MODEL, "--base-url", server.url
+    )
     assert result.exit_code == 0, result.output
     rows = read_rows(out)
     first = rows[0]["messages"]
@@ -110,8 +126,19 @@ def test_chat_mode_with_system_and_user_template(tmp_path: Path, server) -> None
     source = write_parquet(tmp_path / "in.parquet", prompts_table(3))
     out = tmp_path / "out.parquet"
     result = invoke(
-        "run", str(source), "--chat", "--system", "Be brief.", "--template", "Answer: {prompt}",
-        "-o", str(out), "-m", MODEL, "--base-url", server.url,
+        "run",
+        str(source),
+        "--chat",
+        "--system",
+        "Be brief.",
+        "--template",
+        "Answer: {prompt}",
+        "-o",
+        str(out),
+        "-m",
+        MODEL,
+        "--base-url",
+        server.url,
     )
     assert result.exit_code == 0, result.output
     assert read_rows(out)[1]["llvm_output"] == reference_output(
@@ -133,12 +160,24 @@ def test_null_and_empty_prompts_are_skipped_not_sent(tmp_path: Path, server) -> 
 
 
 def test_per_row_options_come_from_columns_and_flags(tmp_path: Path, server) -> None:
-    table = pa.table({"prompt": ["one two three four five"] * 3, "mt": pa.array([1, None, 3], pa.int64())})
+    table = pa.table(
+        {"prompt": ["one two three four five"] * 3, "mt": pa.array([1, None, 3], pa.int64())}
+    )
     source = write_parquet(tmp_path / "in.parquet", table)
     out = tmp_path / "out.parquet"
     result = invoke(
-        "run", str(source), "-o", str(out), "-m", MODEL, "--base-url", server.url,
-        "--max-tokens-column", "mt", "--max-tokens", "2",
+        "run",
+        str(source),
+        "-o",
+        str(out),
+        "-m",
+        MODEL,
+        "--base-url",
+        server.url,
+        "--max-tokens-column",
+        "mt",
+        "--max-tokens",
+        "2",
     )
     assert result.exit_code == 0, result.output
     outputs = [r["llvm_output"] for r in read_rows(out)]
@@ -147,7 +186,17 @@ def test_per_row_options_come_from_columns_and_flags(tmp_path: Path, server) -> 
 
 def test_dry_run_renders_prompts_counts_rows_sends_nothing(tmp_path: Path, server) -> None:
     source = write_parquet(tmp_path / "in.parquet", prompts_table(12))
-    result = invoke("run", str(source), "-m", MODEL, "--base-url", server.url, "--dry-run", "--template", "Q: {prompt}")
+    result = invoke(
+        "run",
+        str(source),
+        "-m",
+        MODEL,
+        "--base-url",
+        server.url,
+        "--dry-run",
+        "--template",
+        "Q: {prompt}",
+    )
     assert result.exit_code == 0, result.output
     assert "Q: question 0" in result.output and "Q: question 4" in result.output
     assert "12 rows" in result.output
@@ -185,7 +234,16 @@ def test_summary_json_for_xcom(tmp_path: Path, server) -> None:
     table = pa.table({"prompt": ["a", "", "c"]})
     source = write_parquet(tmp_path / "in.parquet", table)
     summary_path = tmp_path / "summary.json"
-    result = invoke("run", str(source), "-m", MODEL, "--base-url", server.url, "--summary-json", str(summary_path))
+    result = invoke(
+        "run",
+        str(source),
+        "-m",
+        MODEL,
+        "--base-url",
+        server.url,
+        "--summary-json",
+        str(summary_path),
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(summary_path.read_text())
     assert (summary["ok"], summary["skipped"], summary["error"], summary["rows"]) == (2, 1, 0, 3)
@@ -195,7 +253,9 @@ def test_summary_json_for_xcom(tmp_path: Path, server) -> None:
 def test_rows_keep_input_order_across_many_chunks(tmp_path: Path, server) -> None:
     source = write_parquet(tmp_path / "in.parquet", prompts_table(1050, empty_every=9))
     out = tmp_path / "out.parquet"
-    summary = run_batch(source, out, model=MODEL, base_url=server.url, chunk_size=100, concurrency=8, progress=False)
+    summary = run_batch(
+        source, out, model=MODEL, base_url=server.url, chunk_size=100, concurrency=8, progress=False
+    )
     rows = read_rows(out)
     assert [r["id"] for r in rows] == list(range(1050))
     assert summary.skipped == 1050 // 9 and summary.ok == 1050 - 1050 // 9
@@ -213,7 +273,10 @@ def test_empty_input_gives_an_empty_output_with_result_columns(tmp_path: Path, s
 def test_a_finished_output_is_not_redone(tmp_path: Path, server) -> None:
     source = write_parquet(tmp_path / "in.parquet", prompts_table(5))
     out = tmp_path / "out.parquet"
-    assert invoke("run", str(source), "-o", str(out), "-m", MODEL, "--base-url", server.url).exit_code == 0
+    assert (
+        invoke("run", str(source), "-o", str(out), "-m", MODEL, "--base-url", server.url).exit_code
+        == 0
+    )
     sent = server.stats.inference_requests
     again = invoke("run", str(source), "-o", str(out), "-m", MODEL, "--base-url", server.url)
     assert again.exit_code == 0 and "already_complete" in again.output
@@ -227,13 +290,17 @@ def test_a_foreign_output_is_not_overwritten_without_overwrite(tmp_path: Path, s
     result = invoke("run", str(source), "-o", str(out), "-m", MODEL, "--base-url", server.url)
     assert result.exit_code == 2 and "--overwrite" in result.output
     assert out.read_text() == "precious\n"
-    result = invoke("run", str(source), "-o", str(out), "-m", MODEL, "--base-url", server.url, "--overwrite")
+    result = invoke(
+        "run", str(source), "-o", str(out), "-m", MODEL, "--base-url", server.url, "--overwrite"
+    )
     assert result.exit_code == 0 and len(read_rows(out)) == 5
 
 
 def test_sample_data_runs_with_the_local_server(tmp_path: Path) -> None:
     out = tmp_path / "out.parquet"
-    result = invoke("run", str(SAMPLE / "prompts.parquet"), "--local-server", "-m", MODEL, "-o", str(out))
+    result = invoke(
+        "run", str(SAMPLE / "prompts.parquet"), "--local-server", "-m", MODEL, "-o", str(out)
+    )
     assert result.exit_code == 0, result.output
     rows = read_rows(out)
     source = pq.read_table(SAMPLE / "prompts.parquet").to_pylist()

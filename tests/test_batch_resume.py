@@ -38,13 +38,27 @@ def committed_ids(staging: Path) -> set[int]:
 
 def start_run(source: Path, out: Path, url: str) -> subprocess.Popen[str]:
     args = cli_command(
-        "run", str(source), "-o", str(out), "-m", MODEL, "--base-url", url,
-        "--concurrency", "4", "--chunk-size", "20", "--flush-interval", "0.1",
+        "run",
+        str(source),
+        "-o",
+        str(out),
+        "-m",
+        MODEL,
+        "--base-url",
+        url,
+        "--concurrency",
+        "4",
+        "--chunk-size",
+        "20",
+        "--flush-interval",
+        "0.1",
     )
     return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for_commits(staging: Path, rows: int, proc: subprocess.Popen[str], timeout: float = 60) -> None:
+def wait_for_commits(
+    staging: Path, rows: int, proc: subprocess.Popen[str], timeout: float = 60
+) -> None:
     deadline = time.monotonic() + timeout
     while committed_rows(staging) < rows:
         assert proc.poll() is None, proc.communicate()
@@ -60,7 +74,12 @@ def test_kill_9_mid_run_then_resume_equals_an_uninterrupted_run(
     server = make_server(faults=Faults(latency=0.01))
     source = write_parquet(tmp_path / "in.parquet", prompts_table(rows, empty_every=13))
     expected_out = tmp_path / "expected.parquet"
-    assert run_batch(source, expected_out, model=MODEL, base_url=server.url, concurrency=8, **FAST).exit_code == 0
+    assert (
+        run_batch(
+            source, expected_out, model=MODEL, base_url=server.url, concurrency=8, **FAST
+        ).exit_code
+        == 0
+    )
     server.server.reset_stats()
 
     out = tmp_path / "out.parquet"
@@ -89,7 +108,9 @@ def test_kill_9_mid_run_then_resume_equals_an_uninterrupted_run(
     assert f"resumed {done_before}" in result.output
 
 
-def test_sigterm_flushes_keeps_checkpoint_exits_143_and_resumes(tmp_path: Path, make_server) -> None:
+def test_sigterm_flushes_keeps_checkpoint_exits_143_and_resumes(
+    tmp_path: Path, make_server
+) -> None:
     rows = 300
     server = make_server(faults=Faults(latency=0.01))
     source = write_parquet(tmp_path / "in.parquet", prompts_table(rows))
@@ -121,7 +142,9 @@ def _partial_checkpoint(tmp_path: Path, make_server) -> tuple[Path, Path, object
     source = write_parquet(tmp_path / "in.parquet", prompts_table(200))
     out = tmp_path / "out.parquet"
     threading.Timer(0.15, lambda: setattr(server.server, "models", [])).start()
-    summary = run_batch(source, out, model=MODEL, base_url=server.url, concurrency=2, chunk_size=10, **FAST)
+    summary = run_batch(
+        source, out, model=MODEL, base_url=server.url, concurrency=2, chunk_size=10, **FAST
+    )
     assert summary.exit_code == 3
     assert (tmp_path / "out.parquet.llvm-staging" / "manifest.json").exists()
     server.server.models = [MODEL]
@@ -134,14 +157,27 @@ def test_changed_input_refuses_to_resume_unless_overwrite(tmp_path: Path, make_s
     result = invoke("run", str(source), "-o", str(out), "-m", MODEL, "--base-url", server.url)
     assert result.exit_code == 2
     assert "different input" in result.output and "--overwrite" in result.output
-    result = invoke("run", str(source), "-o", str(out), "-m", MODEL, "--base-url", server.url, "--overwrite")
+    result = invoke(
+        "run", str(source), "-o", str(out), "-m", MODEL, "--base-url", server.url, "--overwrite"
+    )
     assert result.exit_code == 0, result.output
     assert len(read_rows(out)) == 201
 
 
 def test_changed_options_refuse_to_resume(tmp_path: Path, make_server) -> None:
     source, out, server = _partial_checkpoint(tmp_path, make_server)
-    result = invoke("run", str(source), "-o", str(out), "-m", MODEL, "--base-url", server.url, "--template", "X {prompt}")
+    result = invoke(
+        "run",
+        str(source),
+        "-o",
+        str(out),
+        "-m",
+        MODEL,
+        "--base-url",
+        server.url,
+        "--template",
+        "X {prompt}",
+    )
     assert result.exit_code == 2 and "different options" in result.output
     result = invoke("run", str(source), "-o", str(out), "-m", MODEL, "--base-url", server.url)
     assert result.exit_code == 0, result.output
@@ -162,21 +198,25 @@ def test_retry_errors_reruns_only_failed_rows(tmp_path: Path, make_server) -> No
     server = make_server(faults=Faults(error_rate=0.3, seed=3))
     source = write_parquet(tmp_path / "in.parquet", prompts_table(100))
     out = tmp_path / "out.parquet"
-    first = run_batch(source, out, model=MODEL, base_url=server.url, max_retries=0, breaker=False, **FAST)
+    first = run_batch(
+        source, out, model=MODEL, base_url=server.url, max_retries=0, breaker=False, **FAST
+    )
     before = read_rows(out)
     failed = [r["id"] for r in before if r["llvm_status"] == "error"]
     assert first.exit_code == 1 and 10 < len(failed) < 60
     server.set_faults(error_rate=0.0)
     server.server.reset_stats()
 
-    result = invoke("run", str(source), "-o", str(out), "-m", MODEL, "--base-url", server.url, "--retry-errors")
+    result = invoke(
+        "run", str(source), "-o", str(out), "-m", MODEL, "--base-url", server.url, "--retry-errors"
+    )
 
     assert result.exit_code == 0, result.output
     after = read_rows(out)
     assert server.stats.inference_requests == len(failed)
     assert [r["id"] for r in after] == list(range(100))
     assert all(r["llvm_status"] == "ok" for r in after)
-    for old, new in zip(before, after):
+    for old, new in zip(before, after, strict=True):
         if old["llvm_status"] == "ok":
             assert new == old  # kept exactly as it was, timings included
     assert pq.read_schema(out).names == pq.read_schema(tmp_path / "out.parquet").names

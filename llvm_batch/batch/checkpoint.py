@@ -129,6 +129,12 @@ class Checkpoint:
             table = table.take(pc.sort_indices(rows))
         yield table.drop_columns([ROW_COLUMN])
 
+    def assembled(self, schema: pa.Schema) -> Iterator[pa.Table]:
+        """Every committed row, chunk by chunk in row order, cast to ``schema``."""
+        for chunk in self.chunks:
+            for table in self.tables(chunk):
+                yield table if table.schema == schema else table.cast(schema)
+
     def remove(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
 

@@ -32,7 +32,7 @@ class Chunk:
     @property
     def complete(self) -> bool:
         """Every row not committed before is finished."""
-        return self.remaining == 0
+        return bool(self.remaining == 0)
 
     def finish(self, offset: int, result: RowResult, now: float) -> None:
         self.results[offset] = result
@@ -52,7 +52,7 @@ class Chunk:
         else:
             rows = self.batch.take(pa.array(offsets, pa.int64()))
         table = pa.Table.from_batches([rows])
-        for name, array in zip(result_names(self.prefix), result_arrays(results)):
+        for name, array in zip(result_names(self.prefix), result_arrays(results), strict=True):
             table = table.append_column(name, array)
         row_numbers = pa.array([self.start + offset for offset in offsets], pa.int64())
         return table.append_column(ROW_COLUMN, row_numbers)

@@ -62,9 +62,10 @@ def result_schema(prefix: str = DEFAULT_PREFIX) -> pa.Schema:
 
 def result_arrays(rows: Sequence[RowResult]) -> list[pa.Array]:
     """Arrow arrays, one per result column, for ``rows``."""
-    columns = list(zip(*rows)) if rows else [() for _ in RESULT_FIELDS]
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in RESULT_FIELDS]
     return [
-        pa.array(values, type=kind) for values, (_, kind) in zip(columns, RESULT_FIELDS)
+        pa.array(values, type=kind)
+        for values, (_, kind) in zip(columns, RESULT_FIELDS, strict=True)
     ]
 
 

@@ -138,4 +138,7 @@ class BatchOptions:
     def shaping(self) -> dict[str, Any]:
         """The values of the options that shape the output (JSON-safe)."""
         values = asdict(self)
-        return json.loads(json.dumps({k: values[k] for k in SHAPING}, default=str))
+        shaping: dict[str, Any] = json.loads(
+            json.dumps({k: values[k] for k in SHAPING}, default=str)
+        )
+        return shaping

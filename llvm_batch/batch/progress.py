@@ -26,7 +26,7 @@ class Progress:
         self.interval = interval
         self.stream = stream or sys.stderr
         self._clock = clock
-        self._status = status or (lambda: {})
+        self._status = status or (dict)
         self._started = clock()
         self._last_line = self._started
         self._last_postfix = 0.0
@@ -39,7 +39,7 @@ class Progress:
 
     @staticmethod
     def choose_mode(progress: bool | None, quiet: bool, stream: IO[str] | None = None) -> str:
-        """``off`` when quiet or disabled, ``bar`` on a terminal (or when forced), else ``lines``."""
+        """``off`` if quiet or disabled, ``bar`` on a terminal (or when forced), else ``lines``."""
         if quiet or progress is False:
             return "off"
         stream = stream or sys.stderr

@@ -11,33 +11,26 @@ import asyncio
 import hashlib
 import json
 import os
-import signal
-import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .. import protocol
-from ..client import AsyncLLVMClient, Outcome
-from ..errors import (
-    AuthenticationError,
-    CircuitOpenError,
-    InputError,
-    LLVMError,
-    ModelNotFoundError,
-)
+from ..client import AsyncLLVMClient
+from ..errors import InputError
 from ..options import ENV_DEFAULT_MODEL, Priority
 from . import columns as cols
 from .checkpoint import Checkpoint
 from .chunk import Chunk
 from .config import BatchOptions
+from .dispatch import Dispatcher
 from .progress import Progress
 from .prompts import Request
+from .signals import on_stop_signals
 from .sinks import OutputWriter, read_output_metadata
 from .sources import Source, detect_format, is_url, local_path
 from .summary import (
@@ -45,8 +38,6 @@ from .summary import (
     COMPLETE,
     DRY_RUN,
     EXIT_INCOMPLETE,
-    EXIT_SIGINT,
-    EXIT_SIGTERM,
     INCOMPLETE,
     INTERRUPTED,
     RunSummary,
@@ -54,7 +45,6 @@ from .summary import (
 
 PREVIEW_ROWS = 5
 MAX_OPEN_CHUNKS = 32
-HOLD_POLL_S = 0.25
 
 
 def default_output(input_path: str) -> str:
@@ -90,10 +80,7 @@ class BatchRun:
             input=self.input_path, output=self.output_path, max_error_rate=options.max_error_rate
         )
         self._errors: Counter[str] = Counter()
-        self._stop_code: int | None = None
-        self._stopped = asyncio.Event()
-        self._blocked_since: float | None = None
-        self._last_failure: LLVMError | None = None
+        self._finished = asyncio.Event()
         self._open: dict[int, Chunk] = {}
         self._commit_wanted = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -106,7 +93,8 @@ class BatchRun:
         if self.opts.retry_errors and not os.path.exists(local_path(source_path)):
             raise InputError(f"--retry-errors needs an existing output; {source_path!r} is missing")
         self.source = Source(
-            source_path, self.output_format if self.opts.retry_errors else self.opts.input_format,
+            source_path,
+            self.output_format if self.opts.retry_errors else self.opts.input_format,
             string_columns=self.spec.text_columns(),
         )
         self._setup_columns()
@@ -142,10 +130,16 @@ class BatchRun:
             )
             async with client:
                 self.client = client
-                if not await self._preflight():
-                    self.summary.finish(errors=self._errors, elapsed_s=self._clock() - started,
-                                        exit_code=self._stop_code)
-                    return self.summary
+                self.dispatcher = Dispatcher(
+                    client,
+                    self.model,
+                    priority=self.priority,
+                    max_outage=self.opts.max_outage,
+                    on_stop=self._cancel_rows,
+                    clock=self._clock,
+                )
+                if not await self.dispatcher.preflight():
+                    return self._finish_summary(started)
                 self.checkpoint = Checkpoint.open(
                     self.output_path,
                     fingerprint,
@@ -156,12 +150,17 @@ class BatchRun:
                 await self._process()
                 self.summary.requests = client.request_count
                 self.summary.retries = client.retry_count
-        if self._stop_code is None:
+        if self.dispatcher.stop_code is None:
             await asyncio.to_thread(self._finalize, fingerprint)
             self.summary.status = COMPLETE
-        self.summary.finish(
-            errors=self._errors, elapsed_s=self._clock() - started, exit_code=self._stop_code
-        )
+        return self._finish_summary(started)
+
+    def _finish_summary(self, started: float) -> RunSummary:
+        code = self.dispatcher.stop_code
+        if code is not None:
+            self.summary.status = INCOMPLETE if code == EXIT_INCOMPLETE else INTERRUPTED
+            self.summary.stop_reason = self.dispatcher.stop_reason
+        self.summary.finish(errors=self._errors, elapsed_s=self._clock() - started, exit_code=code)
         return self.summary
 
     @asynccontextmanager
@@ -194,7 +193,9 @@ class BatchRun:
                 "use --retry-errors to re-run its failed rows, or --prefix to name new ones"
             )
         self.input_schema = pa.schema([self.source.schema.field(n) for n in self.input_columns])
-        self.output_schema = pa.schema(list(self.input_schema) + list(cols.result_schema(self.opts.prefix)))
+        self.output_schema = pa.schema(
+            list(self.input_schema) + list(cols.result_schema(self.opts.prefix))
+        )
 
     # -- before sending ------------------------------------------------------------------
 
@@ -228,29 +229,6 @@ class BatchRun:
         self.summary.finish(errors=self._errors, elapsed_s=0.0, exit_code=0)
         return self.summary
 
-    async def _preflight(self) -> bool:
-        """Check the model before any row goes; hold through an outage up to the budget."""
-        since = self._clock()
-        while True:
-            try:
-                await self.client.get_model_info(self.model, priority=Priority.HIGH)
-                return True
-            except ModelNotFoundError:
-                raise InputError(
-                    f"model {self.model!r} not found at {self.client.config.api_root}"
-                ) from None
-            except AuthenticationError as exc:
-                raise InputError(
-                    f"the server refused the API key (HTTP {exc.status}); "
-                    "set LLVM_API_KEY or --api-key-file"
-                ) from None
-            except LLVMError as exc:
-                self._note_failure(exc)
-                if self._clock() - since >= self.opts.max_outage:
-                    self._stop(EXIT_INCOMPLETE, f"server unavailable: {self._last_failure}")
-                    return False
-                await asyncio.sleep(max(HOLD_POLL_S, self.client.breaker_retry_in()))
-
     # -- dispatch ------------------------------------------------------------------------
 
     async def _process(self) -> None:
@@ -267,14 +245,14 @@ class BatchRun:
         self._slots = asyncio.Semaphore(self._window())
         self._chunk_room = asyncio.Condition()
         committer = asyncio.create_task(self._committer())
-        restore = self._install_signals()
+        restore = on_stop_signals(self.dispatcher.stop)
         try:
             await self._dispatch()
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
         finally:
             restore()
-            self._stopped.set()
+            self._finished.set()
             self._commit_wanted.set()
             await committer
             self.progress.close()
@@ -283,7 +261,7 @@ class BatchRun:
         chunk_size = self.checkpoint.chunk_size
         chunks = self.source.chunks(chunk_size)
         self.summary.rows = 0
-        while self._stop_code is None:
+        while self.dispatcher.stop_code is None:
             item = await asyncio.to_thread(next, chunks, None)
             if item is None:
                 break
@@ -295,15 +273,19 @@ class BatchRun:
                 continue
             async with self._chunk_room:
                 await self._chunk_room.wait_for(
-                    lambda: len(self._open) < MAX_OPEN_CHUNKS or self._stop_code is not None
+                    lambda: (
+                        len(self._open) < MAX_OPEN_CHUNKS or self.dispatcher.stop_code is not None
+                    )
                 )
-            chunk = Chunk(index, start, batch.select(self.input_columns),
-                          already_done=len(done), prefix=self.opts.prefix)
+            chunk = Chunk(
+                index,
+                start,
+                batch.select(self.input_columns),
+                already_done=len(done),
+                prefix=self.opts.prefix,
+            )
             self._open[index] = chunk
             await self._submit_chunk(chunk, batch, done)
-        if self._stop_code is not None:
-            for task in self._tasks:
-                task.cancel()
 
     async def _submit_chunk(self, chunk: Chunk, batch: pa.RecordBatch, done: set[int]) -> None:
         kept = self._kept_rows(batch) if self.opts.retry_errors else {}
@@ -317,12 +299,26 @@ class BatchRun:
                 self._finish(chunk, offset, cols.skipped(request, self.model))
             else:
                 await self._slots.acquire()
-                if self._stop_code is not None:
+                if self.dispatcher.stop_code is not None:
                     self._slots.release()
                     return
                 task = asyncio.create_task(self._row(chunk, offset, request))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+
+    async def _row(self, chunk: Chunk, offset: int, request: Request) -> None:
+        try:
+            key = f"{self._key_prefix}-{chunk.start + offset}"
+            result = await self.dispatcher.send(request, key)
+            if result is not None:
+                self._finish(chunk, offset, result)
+        finally:
+            self._slots.release()
+
+    def _cancel_rows(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        self._commit_wanted.set()
 
     def _kept_rows(self, batch: pa.RecordBatch) -> dict[int, cols.RowResult]:
         names = cols.result_names(self.opts.prefix)
@@ -333,66 +329,6 @@ class BatchRun:
             for i in range(batch.num_rows)
             if status[i] != cols.STATUS_ERROR
         }
-
-    async def _row(self, chunk: Chunk, offset: int, request: Request) -> None:
-        call = protocol.inference(self.model, request.inputs, request.options)
-        key = f"{self._key_prefix}-{chunk.start + offset}"
-        total = Outcome()
-        try:
-            while True:
-                outcome = await self.client.send(call, priority=self.priority, idempotency_key=key)
-                total.attempts += outcome.attempts
-                total.retry_wait_s += outcome.retry_wait_s
-                total.latency_ms += outcome.latency_ms
-                error = outcome.error
-                self._note_failure(error)
-                if isinstance(error, CircuitOpenError) or self._outage(error):
-                    if not await self._hold(error):
-                        return
-                    continue
-                if isinstance(error, (AuthenticationError, ModelNotFoundError)):
-                    what = "the API key was refused" if isinstance(
-                        error, AuthenticationError) else f"model {self.model!r} disappeared"
-                    self._stop(EXIT_INCOMPLETE, f"{what}: {error}")
-                    return
-                if error is None:
-                    self._blocked_since = None
-                total.value, total.error, total.http_status = (
-                    outcome.value, outcome.error, outcome.http_status)
-                self._finish(chunk, offset, cols.from_outcome(total, self.model))
-                return
-        finally:
-            self._slots.release()
-
-    def _note_failure(self, error: LLVMError | None) -> None:
-        """Remember the last real failure, to say why a server is unavailable."""
-        if error is not None and not isinstance(error, CircuitOpenError):
-            self._last_failure = error
-
-    def _outage(self, error: LLVMError | None) -> bool:
-        """A server-side failure while the breaker is not closed: hold the row, don't fail it."""
-        return (
-            error is not None
-            and error.retryable
-            and self.client.breaker_state not in ("closed", "disabled")
-        )
-
-    async def _hold(self, error: LLVMError) -> bool:
-        """Wait for an open breaker; False when the outage budget is spent (run stops)."""
-        now = self._clock()
-        if self._blocked_since is None:
-            self._blocked_since = now
-        if now - self._blocked_since >= self.opts.max_outage:
-            self._stop(EXIT_INCOMPLETE, f"server unavailable for {now - self._blocked_since:.0f} s"
-                       f" (--max-outage {self.opts.max_outage:g}): {self._last_failure or error}")
-            return False
-        wait = max(HOLD_POLL_S, self.client.breaker_retry_in())
-        wait = min(wait, self.opts.max_outage - (now - self._blocked_since) + 0.01)
-        try:
-            await asyncio.wait_for(self._stopped.wait(), timeout=wait)
-        except asyncio.TimeoutError:
-            return self._stop_code is None
-        return False
 
     def _finish(self, chunk: Chunk, offset: int, result: cols.RowResult, counted: str = "") -> None:
         chunk.finish(offset, result, self._clock())
@@ -411,15 +347,6 @@ class BatchRun:
         if chunk.complete:
             self._commit_wanted.set()
 
-    def _stop(self, code: int, reason: str) -> None:
-        if self._stop_code is None:
-            self._stop_code = code
-            self.summary.stop_reason = reason
-            self.summary.status = INCOMPLETE if code == EXIT_INCOMPLETE else INTERRUPTED
-            self._stopped.set()
-            for task in self._tasks:
-                task.cancel()
-
     def _status(self) -> dict[str, Any]:
         return {
             "ok": self.summary.ok,
@@ -427,26 +354,6 @@ class BatchRun:
             "retries": self.client.retry_count,
             "breaker": self.client.breaker_state,
         }
-
-    def _install_signals(self) -> Any:
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-        loop = asyncio.get_running_loop()
-        handled = []
-        for signum, code in ((signal.SIGINT, EXIT_SIGINT), (signal.SIGTERM, EXIT_SIGTERM)):
-            try:
-                loop.add_signal_handler(
-                    signum, self._stop, code, f"interrupted by {signal.Signals(signum).name}"
-                )
-                handled.append(signum)
-            except (NotImplementedError, RuntimeError, ValueError):
-                pass
-
-        def restore() -> None:
-            for signum in handled:
-                loop.remove_signal_handler(signum)
-
-        return restore
 
     # -- commit and output ---------------------------------------------------------------
 
@@ -459,7 +366,7 @@ class BatchRun:
             except asyncio.TimeoutError:
                 pass
             self._commit_wanted.clear()
-            final = self._stopped.is_set()
+            final = self._finished.is_set()
             await self._commit(force=final)
             if final:
                 return
@@ -469,7 +376,9 @@ class BatchRun:
         for index in sorted(self._open):
             chunk = self._open[index]
             due = chunk.first_unflushed_at is not None and (
-                chunk.complete or force or now - chunk.first_unflushed_at >= self.opts.flush_interval
+                chunk.complete
+                or force
+                or now - chunk.first_unflushed_at >= self.opts.flush_interval
             )
             if due:
                 table = chunk.take_unflushed()
@@ -482,12 +391,13 @@ class BatchRun:
     def _finalize(self, fingerprint: dict[str, Any]) -> None:
         """Assemble the parts, in row order, into the output file; drop the staging directory."""
         meta = {"input": fingerprint["input"], "rows": self.summary.rows}
-        writer = OutputWriter(local_path(self.output_path), self.output_format,
-                              self.output_schema, metadata=meta)
+        writer = OutputWriter(
+            local_path(self.output_path), self.output_format, self.output_schema, metadata=meta
+        )
         statuses: Counter[str] = Counter()
         errors: Counter[str] = Counter()
         try:
-            for table in self._assembled():
+            for table in self.checkpoint.assembled(self.output_schema):
                 writer.write(table)
                 statuses.update(_counts(table.column(self.opts.prefix + "status")))
                 errors.update(_counts(table.column(self.opts.prefix + "error_type")))
@@ -501,13 +411,6 @@ class BatchRun:
         self.summary.skipped = statuses.get(cols.STATUS_SKIPPED, 0)
         errors.pop("invalid_input", None)
         self._errors = errors
-
-    def _assembled(self) -> Iterator[pa.Table]:
-        for index in self.checkpoint.chunks:
-            for table in self.checkpoint.tables(index):
-                if table.schema != self.output_schema:
-                    table = table.cast(self.output_schema)
-                yield table
 
 
 def _counts(column: pa.ChunkedArray) -> Counter[str]:

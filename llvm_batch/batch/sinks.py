@@ -144,7 +144,7 @@ def read_output_metadata(path: str) -> dict[str, Any] | None:
 
 
 def _nested(kind: pa.DataType) -> bool:
-    return pa.types.is_nested(kind) or pa.types.is_dictionary(kind)
+    return bool(pa.types.is_nested(kind) or pa.types.is_dictionary(kind))
 
 
 def _csv_schema(schema: pa.Schema) -> pa.Schema:
@@ -158,7 +158,7 @@ def _csv_schema(schema: pa.Schema) -> pa.Schema:
 def _flatten_for_csv(table: pa.Table, target: pa.Schema) -> pa.Table:
     """Nested columns become JSON text: CSV has no lists or structs."""
     columns = []
-    for field, column in zip(table.schema, table.columns):
+    for field, column in zip(table.schema, table.columns, strict=True):
         if field.type == target.field(field.name).type:
             columns.append(column)
             continue

@@ -46,7 +46,9 @@ class RunSummary:
     exit_code: int = EXIT_OK
     preview: list[str] = field(default_factory=list)
 
-    def finish(self, *, errors: Counter[str], elapsed_s: float, exit_code: int | None = None) -> None:
+    def finish(
+        self, *, errors: Counter[str], elapsed_s: float, exit_code: int | None = None
+    ) -> None:
         """Fill the derived fields and pick the exit code."""
         self.error_types = dict(errors.most_common())
         self.elapsed_s = round(elapsed_s, 3)

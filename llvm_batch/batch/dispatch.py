@@ -1,0 +1,151 @@
+"""Sending rows: one inference per row through the client, held while the server is down.
+
+Shared by the file runner and the DataFrame accessor. A row refused by an open breaker, or
+failing on the server's side while the breaker is not closed, is held and sent again rather
+than failed; a run blocked longer than its outage budget stops as incomplete. A refused API
+key or a vanished model stops the run at once instead of failing every row in turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from .. import protocol
+from ..client import AsyncLLVMClient, Outcome
+from ..errors import (
+    AuthenticationError,
+    CircuitOpenError,
+    InputError,
+    LLVMError,
+    ModelNotFoundError,
+)
+from ..options import Priority
+from . import columns as cols
+from .prompts import Request
+from .summary import EXIT_INCOMPLETE
+
+HOLD_POLL_S = 0.25
+
+
+class Dispatcher:
+    """Sends rows for one run; :attr:`stop_code` is set once the run must stop."""
+
+    def __init__(
+        self,
+        client: AsyncLLVMClient,
+        model: str,
+        *,
+        priority: Priority = Priority.NORMAL,
+        max_outage: float = 600.0,
+        on_stop: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.model = model
+        self.priority = priority
+        self.max_outage = max_outage
+        self.stop_code: int | None = None
+        self.stop_reason: str | None = None
+        self.stopped = asyncio.Event()
+        self._on_stop = on_stop
+        self._clock = clock
+        self._blocked_since: float | None = None
+        self._last_failure: LLVMError | None = None
+
+    def stop(self, code: int, reason: str) -> None:
+        """Stop the run (first reason wins): no more rows go out."""
+        if self.stop_code is None:
+            self.stop_code = code
+            self.stop_reason = reason
+            self.stopped.set()
+            self._on_stop()
+
+    async def preflight(self) -> bool:
+        """Check the model before any row goes; False if the server stayed down too long.
+
+        An unknown model or a refused key is an :class:`InputError`: nothing was sent.
+        """
+        since = self._clock()
+        while True:
+            try:
+                await self.client.get_model_info(self.model, priority=Priority.HIGH)
+                return True
+            except ModelNotFoundError:
+                raise InputError(
+                    f"model {self.model!r} not found at {self.client.config.api_root}"
+                ) from None
+            except AuthenticationError as exc:
+                raise InputError(
+                    f"the server refused the API key (HTTP {exc.status}); "
+                    "set LLVM_API_KEY or --api-key-file"
+                ) from None
+            except LLVMError as exc:
+                self._note_failure(exc)
+                if self._clock() - since >= self.max_outage:
+                    self.stop(EXIT_INCOMPLETE, f"server unavailable: {self._last_failure}")
+                    return False
+                await asyncio.sleep(max(HOLD_POLL_S, self.client.breaker_retry_in()))
+
+    async def send(self, request: Request, key: str | None = None) -> cols.RowResult | None:
+        """The row's result, or None when the run stopped before it got one."""
+        call = protocol.inference(self.model, request.inputs, request.options)
+        total = Outcome()
+        while True:
+            outcome = await self.client.send(call, priority=self.priority, idempotency_key=key)
+            total.attempts += outcome.attempts
+            total.retry_wait_s += outcome.retry_wait_s
+            total.latency_ms += outcome.latency_ms
+            error = outcome.error
+            self._note_failure(error)
+            if error is not None and (isinstance(error, CircuitOpenError) or self._outage(error)):
+                if not await self._hold(error):
+                    return None
+                continue
+            if isinstance(error, (AuthenticationError, ModelNotFoundError)):
+                what = (
+                    "the API key was refused"
+                    if isinstance(error, AuthenticationError)
+                    else f"model {self.model!r} disappeared"
+                )
+                self.stop(EXIT_INCOMPLETE, f"{what}: {error}")
+                return None
+            if error is None:
+                self._blocked_since = None
+            total.value, total.error, total.http_status = (
+                outcome.value,
+                outcome.error,
+                outcome.http_status,
+            )
+            return cols.from_outcome(total, self.model)
+
+    def _note_failure(self, error: LLVMError | None) -> None:
+        """Remember the last real failure, to say why a server is unavailable."""
+        if error is not None and not isinstance(error, CircuitOpenError):
+            self._last_failure = error
+
+    def _outage(self, error: LLVMError) -> bool:
+        """A server-side failure while the breaker is not closed: hold the row, don't fail it."""
+        return error.retryable and self.client.breaker_state not in ("closed", "disabled")
+
+    async def _hold(self, error: LLVMError) -> bool:
+        """Wait for an open breaker; False when the outage budget is spent (the run stops)."""
+        now = self._clock()
+        if self._blocked_since is None:
+            self._blocked_since = now
+        blocked = now - self._blocked_since
+        if blocked >= self.max_outage:
+            self.stop(
+                EXIT_INCOMPLETE,
+                f"server unavailable for {blocked:.0f} s (--max-outage {self.max_outage:g}): "
+                f"{self._last_failure or error}",
+            )
+            return False
+        wait = max(HOLD_POLL_S, self.client.breaker_retry_in())
+        wait = min(wait, self.max_outage - blocked + 0.01)
+        try:
+            await asyncio.wait_for(self.stopped.wait(), timeout=wait)
+        except asyncio.TimeoutError:
+            return self.stop_code is None
+        return False
