@@ -13,7 +13,7 @@ import pytest
 from batch_support import RESULT_COLUMNS, invoke, prompts_table, read_rows, write_parquet
 
 from llvm_batch.batch import run_batch
-from llvm_batch.server import reference_output
+from llvm_batch.server import Faults, reference_output
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_data"
 MODEL = "llvm-model-1"
@@ -306,3 +306,26 @@ def test_sample_data_runs_with_the_local_server(tmp_path: Path) -> None:
     source = pq.read_table(SAMPLE / "prompts.parquet").to_pylist()
     assert len(rows) == len(source)
     assert {r["llvm_status"] for r in rows} == {"ok", "skipped"}
+
+
+def test_without_a_terminal_progress_is_logged_as_lines(tmp_path: Path, make_server) -> None:
+    server = make_server(faults=Faults(latency=0.01))
+    source = write_parquet(tmp_path / "in.parquet", prompts_table(60))
+    result = invoke(
+        "run",
+        str(source),
+        "-m",
+        MODEL,
+        "--base-url",
+        server.url,
+        "--concurrency",
+        "2",
+        "--progress-interval",
+        "0.05",
+    )
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("llvm-batch: ")]
+    assert len(lines) >= 2
+    assert "/60 rows" in lines[-1] and "rows/s" in lines[-1] and "breaker closed" in lines[-1]
+    quiet = invoke("run", str(source), "-m", MODEL, "--base-url", server.url, "--overwrite", "-q")
+    assert quiet.exit_code == 0 and quiet.output == ""

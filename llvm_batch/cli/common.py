@@ -1,0 +1,84 @@
+"""What the ``llvm-batch`` commands share: server options, the API key file, client, errors.
+
+Library errors become click errors here and only here: bad input, options or configuration
+exit 2 with one line (:class:`UsageFailure`); a failed server call exits 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from ..errors import LLVMError
+from ..options import ENV_API_KEY, ENV_BASE_URL
+from ..sync import LLVMClient
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class UsageFailure(click.ClickException):
+    """A usage, configuration or input error: exit 2, nothing sent."""
+
+    exit_code = 2
+
+
+def read_key_file(path: str | None) -> str | None:
+    """The API key in ``path`` (stripped), None without a path; exit 2 if unreadable."""
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            key = handle.read().strip()
+    except OSError as exc:
+        raise UsageFailure(f"can't read the API key file {path!r}: {exc.strerror}") from None
+    if not key:
+        raise UsageFailure(f"the API key file {path!r} is empty")
+    return key
+
+
+def server_options(func: F) -> F:
+    """--base-url, --api-key-file, --debug: where the server is and how to talk to it."""
+    func = click.option(
+        "--debug", is_flag=True, help="Log every request attempt to stderr (API key redacted)."
+    )(func)
+    func = click.option(
+        "--api-key-file",
+        type=click.Path(dir_okay=False),
+        help=f"File holding the API key (default: ${ENV_API_KEY}). Never pass a key as a flag.",
+    )(func)
+    func = click.option(
+        "--base-url",
+        envvar=ENV_BASE_URL,
+        show_envvar=True,
+        help="Server URL, e.g. http://127.0.0.1:8000.",
+    )(func)
+    return func
+
+
+def setup_logging(debug: bool) -> None:
+    """With ``--debug``, show llvm_batch's per-attempt log lines on stderr."""
+    if debug:
+        logging.basicConfig(
+            level=logging.DEBUG, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
+        )
+        logging.getLogger("llvm_batch").setLevel(logging.DEBUG)
+
+
+def make_client(
+    base_url: str | None, api_key_file: str | None, debug: bool, **kw: Any
+) -> LLVMClient:
+    """A sync client from the server options; a bad value exits 2."""
+    setup_logging(debug)
+    try:
+        return LLVMClient(base_url=base_url, api_key=read_key_file(api_key_file), debug=debug, **kw)
+    except ValueError as exc:
+        raise UsageFailure(str(exc)) from None
+
+
+def fail(exc: LLVMError) -> click.ClickException:
+    """A failed server call: its readable message, exit 1."""
+    return click.ClickException(str(exc))

@@ -1,0 +1,85 @@
+"""``llvm-batch serve``: the reference server, for demos, tests and benchmarks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+import click
+
+from ..options import ENV_API_KEY
+from ..server import Faults, ReferenceServer, serve_forever
+from .common import UsageFailure
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option(
+    "--models",
+    "model_list",
+    default="llvm-model-1,llvm-model-2",
+    show_default=True,
+    help="Comma-separated model ids.",
+)
+@click.option(
+    "--require-api-key", is_flag=True, help=f"Require the key in ${ENV_API_KEY} (401 otherwise)."
+)
+@click.option(
+    "--latency", type=click.FloatRange(min=0), default=0.0, help="Seconds added to each inference."
+)
+@click.option(
+    "--error-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    help="Fraction of inferences answered 503.",
+)
+@click.option(
+    "--rate-limit-rate", type=click.FloatRange(0, 1), default=0.0, help="Fraction answered 429."
+)
+@click.option(
+    "--retry-after", type=click.FloatRange(min=0), default=1.0, help="Retry-After seconds on 429."
+)
+@click.option(
+    "--reset-rate", type=click.FloatRange(0, 1), default=0.0, help="Fraction of connections reset."
+)
+@click.option(
+    "--bad-json-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    help="Fraction of malformed JSON bodies.",
+)
+@click.option(
+    "--fail-first",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Fail each request's first N attempts with 503.",
+)
+@click.option("--seed", type=int, default=0, help="Seed of the fault choices.")
+def serve(host: str, port: int, model_list: str, require_api_key: bool, **faults: Any) -> None:
+    """Run the reference LLVM server (deterministic answers, optional faults).
+
+    \b
+    Example:
+      llvm-batch serve --port 8000 --error-rate 0.1
+    """
+    api_key = os.environ.get(ENV_API_KEY) if require_api_key else None
+    if require_api_key and not api_key:
+        raise UsageFailure(f"--require-api-key needs the key in ${ENV_API_KEY}")
+    try:
+        server = ReferenceServer(
+            host,
+            port,
+            models=[m.strip() for m in model_list.split(",") if m.strip()],
+            api_key=api_key,
+            faults=Faults(**faults),
+        )
+    except ValueError as exc:
+        raise UsageFailure(str(exc)) from None
+    try:
+        asyncio.run(serve_forever(server))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        raise UsageFailure(f"can't listen on {host}:{port}: {exc.strerror or exc}") from None
