@@ -1,5 +1,7 @@
 """llvm-batch: run large tables of prompts through LLVM inference servers, reliably and fast."""
 
+from . import accessor as _accessor  # noqa: F401  (registers df.llvm and series.llvm)
+from .batch import RunSummary, arun_batch, run_batch
 from .breaker import BreakerState, CircuitBreaker
 from .client import AsyncLLVMClient, ClientStats, Outcome
 from .errors import (
@@ -7,6 +9,7 @@ from .errors import (
     BadRequestError,
     CircuitOpenError,
     HTTPStatusError,
+    InputError,
     InvalidResponseError,
     LLVMConnectionError,
     LLVMError,
@@ -14,6 +17,7 @@ from .errors import (
     ModelNotFoundError,
     QueueFullError,
     RateLimitError,
+    ResumeMismatchError,
     ServerError,
 )
 from .options import BreakerConfig, ClientConfig, Priority
@@ -33,6 +37,7 @@ __all__ = [
     "ClientConfig",
     "ClientStats",
     "HTTPStatusError",
+    "InputError",
     "InvalidResponseError",
     "LLVMClient",
     "LLVMConnectionError",
@@ -43,8 +48,12 @@ __all__ = [
     "Priority",
     "QueueFullError",
     "RateLimitError",
+    "ResumeMismatchError",
     "RetryPolicy",
+    "RunSummary",
     "ServerError",
     "__version__",
+    "arun_batch",
+    "run_batch",
     "run_sync",
 ]
