@@ -1,0 +1,156 @@
+"""``df.llvm`` and ``series.llvm`` through the real accessor against the reference server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from batch_support import RESULT_COLUMNS
+
+import llvm_batch
+from llvm_batch import AsyncLLVMClient, InputError, LLVMClient
+from llvm_batch.server import Faults, reference_output
+
+MODEL = "llvm-model-1"
+SAMPLE = Path(__file__).resolve().parent.parent / "sample_data"
+
+
+@pytest.fixture
+def frame() -> pd.DataFrame:
+    return pd.DataFrame(
+        {"prompt": ["alpha", "beta", "", "delta"], "topic": ["a", "b", "c", "d"]},
+        index=pd.Index([10, 7, 3, 42], name="row"),
+    )
+
+
+def test_infer_keeps_columns_and_index_and_adds_arrow_result_columns(server, frame) -> None:
+    out = frame.llvm.infer(MODEL, base_url=server.url, progress=False)
+
+    assert list(out.columns) == ["prompt", "topic", *RESULT_COLUMNS]
+    assert out.index.equals(frame.index)
+    pd.testing.assert_frame_equal(out[["prompt", "topic"]], frame)
+    assert all(isinstance(out[c].dtype, pd.ArrowDtype) for c in RESULT_COLUMNS)
+    assert str(out["llvm_attempts"].dtype) == "int16[pyarrow]"
+    assert out.loc[42, "llvm_output"] == reference_output(MODEL, "delta")
+    assert out.loc[3, "llvm_status"] == "skipped"
+    assert server.stats.inference_requests == 3
+
+
+def test_infer_with_a_template_and_options(server, frame) -> None:
+    out = frame.llvm.infer(MODEL, template="{topic}={prompt}", max_tokens=2, base_url=server.url)
+    assert out.loc[7, "llvm_output"] == reference_output(MODEL, "b=beta", 2)
+
+
+def test_chat_with_messages_column_and_with_system_plus_user(server, frame) -> None:
+    chats = pd.read_json(SAMPLE / "chat.jsonl", lines=True)
+    out = chats.llvm.chat(MODEL, base_url=server.url, progress=False)
+    first = chats.loc[0, "messages"]
+    expected = "\n".join(f"{m['role']}: {m['content']}" for m in first)
+    assert out.loc[0, "llvm_output"] == reference_output(MODEL, expected)
+
+    out = frame.llvm.chat(MODEL, system="Be short.", user="Say {prompt}", base_url=server.url)
+    assert out.loc[10, "llvm_output"] == reference_output(
+        MODEL, "system: Be short.\nuser: Say alpha"
+    )
+
+
+def test_async_methods_and_a_running_event_loop(server, frame) -> None:
+    async def notebook_cell() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+        sync_inside_loop = frame.llvm.infer(MODEL, base_url=server.url, progress=False)
+        awaited = await frame.llvm.ainfer(MODEL, base_url=server.url, progress=False)
+        chatted = await frame.llvm.achat(MODEL, user="{prompt}", base_url=server.url)
+        return sync_inside_loop, awaited, chatted
+
+    sync_inside_loop, awaited, chatted = asyncio.run(notebook_cell())
+    assert sync_inside_loop["llvm_output"].equals(awaited["llvm_output"])
+    assert chatted.loc[10, "llvm_output"] == reference_output(MODEL, "user: alpha")
+
+
+def test_reusing_a_client(server, frame) -> None:
+    with LLVMClient(base_url=server.url, default_model="llvm-model-2") as client:
+        out = frame.llvm.infer(client=client, progress=False)
+        assert out.loc[10, "llvm_output"] == reference_output("llvm-model-2", "alpha")
+        assert client.request_count == 3
+
+    async def with_async_client() -> pd.DataFrame:
+        async with AsyncLLVMClient(base_url=server.url) as client:
+            with pytest.raises(TypeError, match="ainfer"):
+                frame.llvm.infer(MODEL, client=client)
+            return await frame.llvm.ainfer(MODEL, client=client, progress=False)
+
+    assert asyncio.run(with_async_client()).loc[10, "llvm_output"] == reference_output(
+        MODEL, "alpha"
+    )
+
+
+def test_failed_rows_never_raise_and_say_why(make_server, frame) -> None:
+    server = make_server(faults=Faults(error_rate=1.0))
+    out = frame.llvm.infer(
+        MODEL, base_url=server.url, max_retries=1, retry_delay=0.001, breaker=False
+    )
+    failed = out[out["llvm_status"] == "error"]
+    assert len(failed) == 3
+    assert set(failed["llvm_error_type"]) == {"server_error"}
+    assert (failed["llvm_attempts"] == 2).all()
+    assert "503" in failed.iloc[0]["llvm_error"]
+
+
+def test_retry_errors_reruns_only_failed_rows(make_server, frame) -> None:
+    server = make_server(faults=Faults(error_rate=0.5, seed=11))
+    first = frame.llvm.infer(MODEL, base_url=server.url, max_retries=0, breaker=False)
+    failed = int((first["llvm_status"] == "error").sum())
+    assert failed >= 1
+    server.set_faults(error_rate=0.0)
+    server.server.reset_stats()
+    fixed = first.llvm.retry_errors(MODEL, base_url=server.url)
+    assert server.stats.inference_requests == failed
+    assert set(fixed["llvm_status"]) == {"ok", "skipped"}
+    assert fixed.index.equals(frame.index)
+    kept = first["llvm_status"] == "ok"
+    pd.testing.assert_frame_equal(fixed[kept], first[kept])
+
+
+def test_cache_skips_prompts_that_already_succeeded(server, frame, tmp_path: Path) -> None:
+    first = frame.llvm.infer(MODEL, base_url=server.url, cache=tmp_path / "cache")
+    sent = server.stats.inference_requests
+    again = frame.llvm.infer(MODEL, base_url=server.url, cache=tmp_path / "cache")
+    assert server.stats.inference_requests == sent  # nothing re-sent, even with a new cache object
+    assert again["llvm_output"].equals(first["llvm_output"])
+    assert json.loads(again.loc[10, "llvm_metadata"])["cached"] is True
+    other_options = frame.llvm.infer(
+        MODEL, base_url=server.url, max_tokens=1, cache=tmp_path / "cache"
+    )
+    assert server.stats.inference_requests == sent + 3
+    assert other_options.loc[10, "llvm_output"] == reference_output(MODEL, "alpha", 1)
+
+
+def test_empty_frame_gives_empty_result_columns(server) -> None:
+    out = pd.DataFrame({"prompt": pd.Series([], dtype=str)}).llvm.infer(MODEL, base_url=server.url)
+    assert out.empty and list(out.columns) == ["prompt", *RESULT_COLUMNS]
+    assert str(out["llvm_status"].dtype) == "string[pyarrow]"
+
+
+def test_clear_errors_before_anything_is_sent(server, frame, monkeypatch) -> None:
+    with pytest.raises(InputError, match="no column 'text'"):
+        frame.llvm.infer(MODEL, prompt="text", base_url=server.url)
+    with pytest.raises(InputError, match="'missing'"):
+        frame.llvm.infer(MODEL, template="{missing}", base_url=server.url)
+    monkeypatch.delenv("LLVM_DEFAULT_MODEL", raising=False)
+    with pytest.raises(ValueError, match="no model"):
+        frame.llvm.infer(base_url=server.url)
+    assert server.stats.requests == 0
+
+
+def test_series_accessor(server) -> None:
+    prompts = pd.Series(["x", "y"], name="question", index=["a", "b"])
+    out = prompts.llvm.infer(MODEL, base_url=server.url)
+    assert list(out.columns[:1]) == ["question"]
+    assert out.loc["b", "llvm_output"] == reference_output(MODEL, "y")
+
+
+def test_import_registers_the_accessor() -> None:
+    assert hasattr(pd.DataFrame, "llvm") and hasattr(pd.Series, "llvm")
+    assert llvm_batch.LLVMClient is LLVMClient
