@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -250,3 +251,39 @@ def test_model_disappearing_mid_run_stops_early_exit_3(tmp_path: Path, make_serv
     assert summary.exit_code == 3
     assert "disappeared" in (summary.stop_reason or "")
     assert server.stats.statuses[404] <= 4
+
+
+def test_a_429_with_retry_after_pauses_every_row_not_just_one(tmp_path: Path) -> None:
+    arrivals: list[float] = []
+    pause = 0.4
+
+    async def info(request: web.Request) -> web.Response:
+        return web.json_response({"model_id": request.match_info["m"], "status": "loaded"})
+
+    async def inference(request: web.Request) -> web.Response:
+        arrivals.append(time.monotonic())
+        body = await request.json()
+        if len(arrivals) == 3:
+            return web.json_response(
+                {"error": "slow down"}, status=429, headers={"Retry-After": str(pause)}
+            )
+        return web.json_response({"outputs": body["inputs"]})
+
+    app = web.Application()
+    app.router.add_get("/models/{m}", info)
+    app.router.add_post("/models/{m}/inference", inference)
+    source = write_parquet(tmp_path / "in.parquet", prompts_table(40))
+    with ServerThread(AppServer(app)) as server:
+        summary = run_batch(
+            source,
+            tmp_path / "out.parquet",
+            model=MODEL,
+            base_url=server.url,
+            concurrency=1,
+            **FAST,
+        )
+    assert summary.exit_code == 0 and summary.ok == 40
+    limited = arrivals[2]
+    during_pause = [t for t in arrivals[3:] if t < limited + pause - 0.02]
+    assert during_pause == []
+    assert len(arrivals) == 41

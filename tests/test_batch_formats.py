@@ -329,3 +329,23 @@ def test_without_a_terminal_progress_is_logged_as_lines(tmp_path: Path, make_ser
     assert "/60 rows" in lines[-1] and "rows/s" in lines[-1] and "breaker closed" in lines[-1]
     quiet = invoke("run", str(source), "-m", MODEL, "--base-url", server.url, "--overwrite", "-q")
     assert quiet.exit_code == 0 and quiet.output == ""
+
+
+def test_fsspec_urls_and_compressed_inputs(tmp_path: Path, server) -> None:
+    import fsspec
+
+    table = prompts_table(7)
+    with fsspec.open("memory://bucket/in.parquet", "wb") as handle:
+        pq.write_table(table, handle)
+    out = tmp_path / "from_url.parquet"
+    summary = run_batch("memory://bucket/in.parquet", out, model=MODEL, base_url=server.url)
+    assert summary.exit_code == 0 and len(read_rows(out)) == 7
+
+    gz = tmp_path / "in.csv.gz"
+    with fsspec.open(str(gz), "wb", compression="gzip") as handle:
+        pacsv.write_csv(table, handle)
+    summary = run_batch(gz, tmp_path / "from_gz.jsonl", model=MODEL, base_url=server.url)
+    rows = read_rows(tmp_path / "from_gz.jsonl")
+    assert (
+        summary.exit_code == 0 and [r["prompt"] for r in rows] == table.column("prompt").to_pylist()
+    )

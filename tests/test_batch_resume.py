@@ -108,8 +108,9 @@ def test_kill_9_mid_run_then_resume_equals_an_uninterrupted_run(
     assert f"resumed {done_before}" in result.output
 
 
-def test_sigterm_flushes_keeps_checkpoint_exits_143_and_resumes(
-    tmp_path: Path, make_server
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_flushes_keeps_checkpoint_exits_and_resumes(
+    tmp_path: Path, make_server, signum: signal.Signals, code: int
 ) -> None:
     rows = 300
     server = make_server(faults=Faults(latency=0.01))
@@ -119,11 +120,11 @@ def test_sigterm_flushes_keeps_checkpoint_exits_143_and_resumes(
     proc = start_run(source, out, server.url)
     wait_for_commits(staging, 20, proc)
 
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     _, stderr = proc.communicate(timeout=20)
 
-    assert proc.returncode == 143, stderr
-    assert "interrupted by SIGTERM" in stderr
+    assert proc.returncode == code, stderr
+    assert f"interrupted by {signum.name}" in stderr
     assert not out.exists()
     done = committed_rows(staging)
     assert done >= 20
