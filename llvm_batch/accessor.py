@@ -128,8 +128,7 @@ class _Runner:
     def run(self) -> pd.DataFrame:
         if isinstance(self.client, AsyncLLVMClient):
             raise TypeError(
-                "an AsyncLLVMClient needs `await df.llvm.ainfer(...)`; "
-                "pass an LLVMClient here"
+                "an AsyncLLVMClient needs `await df.llvm.ainfer(...)`; pass an LLVMClient here"
             )
         if isinstance(self.client, LLVMClient):
             table = self.client.loop_thread.run(self._results(self.client.async_client))
@@ -243,18 +242,25 @@ class LLVMFrameAccessor:
             lambda o: _chat_spec(messages, user, system, o), model, kwargs
         ).arun()
 
-    def retry_errors(self, model: str | None = None, **kwargs: Any) -> pd.DataFrame:
-        """Re-run only the rows whose status is ``error`` (same keywords as :meth:`infer`)."""
+    def retry_errors(
+        self, model: str | None = None, *, chat: bool = False, **kwargs: Any
+    ) -> pd.DataFrame:
+        """Re-run only the rows whose status is ``error``; pass the first call's keywords.
+
+        ``chat=True`` retries a :meth:`chat` result (``messages=``/``user=``/``system=``).
+        """
         prefix = kwargs.get("prefix", cols.DEFAULT_PREFIX)
         status = prefix + "status"
         if status not in self._obj.columns:
-            raise InputError(f"no {status} column: retry_errors works on a result of df.llvm.infer")
-        failed = self._obj[self._obj[status] == cols.STATUS_ERROR]
+            raise InputError(f"no {status} column: retry_errors works on a df.llvm result")
+        failed = (self._obj[status] == cols.STATUS_ERROR).fillna(False).to_numpy(dtype=bool)
         out = self._obj.copy()
-        if failed.empty:
+        if not failed.any():
             return out
-        redone = failed.drop(columns=cols.result_names(prefix)).llvm.infer(model, **kwargs)
-        out.loc[redone.index, redone.columns] = redone
+        rows = self._obj[failed].drop(columns=cols.result_names(prefix))
+        redone = rows.llvm.chat(model, **kwargs) if chat else rows.llvm.infer(model, **kwargs)
+        for name in cols.result_names(prefix):
+            out.loc[failed, name] = redone[name].to_numpy()
         return out
 
 
@@ -265,15 +271,15 @@ class LLVMSeriesAccessor:
     def __init__(self, obj: pd.Series) -> None:
         self._obj = obj
 
-    def _frame(self) -> pd.DataFrame:
-        return self._obj.to_frame(name=self._obj.name if self._obj.name is not None else "prompt")
+    def _named(self, result: pd.DataFrame) -> pd.DataFrame:
+        """The prompt column back under the Series' own name."""
+        name = self._obj.name
+        return result if name is None else result.rename(columns={"prompt": name})
 
     def infer(self, model: str | None = None, **kwargs: Any) -> pd.DataFrame:
         """Inference for each prompt of the Series; a DataFrame of prompts and results."""
-        frame = self._frame()
-        return frame.llvm.infer(model, prompt=str(frame.columns[0]), **kwargs)
+        return self._named(self._obj.to_frame("prompt").llvm.infer(model, **kwargs))
 
     async def ainfer(self, model: str | None = None, **kwargs: Any) -> pd.DataFrame:
         """:meth:`infer` for async code."""
-        frame = self._frame()
-        return await frame.llvm.ainfer(model, prompt=str(frame.columns[0]), **kwargs)
+        return self._named(await self._obj.to_frame("prompt").llvm.ainfer(model, **kwargs))

@@ -154,3 +154,21 @@ def test_series_accessor(server) -> None:
 def test_import_registers_the_accessor() -> None:
     assert hasattr(pd.DataFrame, "llvm") and hasattr(pd.Series, "llvm")
     assert llvm_batch.LLVMClient is LLVMClient
+
+
+def test_retry_errors_of_a_chat_result_with_duplicate_index_labels(make_server) -> None:
+    server = make_server(faults=Faults(error_rate=0.5, seed=5))
+    frame = pd.DataFrame({"q": [f"q{i}" for i in range(12)]}, index=[0, 1] * 6)
+    first = frame.llvm.chat(MODEL, user="{q}", base_url=server.url, max_retries=0, breaker=False)
+    assert (first["llvm_status"] == "error").any()
+    server.set_faults(error_rate=0.0)
+    fixed = first.llvm.retry_errors(MODEL, chat=True, user="{q}", base_url=server.url)
+    assert list(fixed["llvm_status"]) == ["ok"] * 12
+    assert list(fixed["llvm_output"]) == [reference_output(MODEL, f"user: q{i}") for i in range(12)]
+    assert list(fixed.index) == [0, 1] * 6
+
+
+def test_series_with_a_non_string_name(server) -> None:
+    out = pd.Series(["x"], name=0).llvm.infer(MODEL, base_url=server.url)
+    assert out.columns[0] == 0
+    assert out["llvm_output"].iloc[0] == reference_output(MODEL, "x")

@@ -33,9 +33,7 @@ class Progress:
         self.done = 0
         self._bar: Any = None
         if mode == "bar":
-            from tqdm.auto import tqdm
-
-            self._bar = tqdm(total=total, unit="row", file=self.stream, dynamic_ncols=True)
+            self._bar = _tqdm()(total=total, unit="row", file=self.stream, dynamic_ncols=True)
 
     @staticmethod
     def choose_mode(progress: bool | None, quiet: bool, stream: IO[str] | None = None) -> str:
@@ -81,3 +79,16 @@ class Progress:
             self._bar.set_postfix(self._status(), refresh=False)
             self._bar.close()
             self._bar = None
+
+
+def _tqdm() -> Any:
+    """tqdm's notebook bar in Jupyter when ipywidgets can draw it, the text bar otherwise."""
+    try:
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        from tqdm.std import tqdm
+
+        return tqdm
+    from tqdm.auto import tqdm as auto
+
+    return auto

@@ -96,11 +96,11 @@ class PromptSpec:
         missing = [c for c in self.columns_needed() if c not in have]
         if not missing:
             return
-        what = "template" if self.template is not None else "options"
+        what = "the template" if self.template is not None else "an option column"
         if self.uses_messages_column and self.messages_column in missing:
-            what = "--messages-column"
+            what = "the messages column"
         elif self.template is None and self.prompt_column in missing:
-            what = "--prompt-column"
+            what = "the prompt column"
         raise InputError(
             f"input has no column {', '.join(repr(c) for c in missing)} (needed by {what}); "
             f"its columns are: {', '.join(schema.names)}"
