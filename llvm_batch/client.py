@@ -27,6 +27,7 @@ from .errors import (
     LLVMError,
     LLVMTimeoutError,
     RateLimitError,
+    ServerError,
     excerpt,
     is_retryable_status,
     redact,
@@ -156,9 +157,10 @@ class AsyncLLVMClient:
         self.retry_count = 0
 
     def __repr__(self) -> str:
+        key = "set" if self._api_key else "unset"
         return (
             f"<{type(self).__name__} base_url={self._root!r} "
-            f"default_model={self.config.default_model!r} api_key={'set' if self._api_key else 'unset'}>"
+            f"default_model={self.config.default_model!r} api_key={key}>"
         )
 
     # -- configuration -------------------------------------------------------------------
@@ -339,9 +341,11 @@ class AsyncLLVMClient:
                 attempt_start = self._clock()
                 try:
                     outcome.value, outcome.http_status = await self._attempt(call, headers)
-                except LLVMError as error:
-                    outcome.error = error
-                    outcome.http_status = error.status
+                except LLVMError as exc:
+                    # Drop the attempt's frames: their locals hold raw answers, which may echo
+                    # the API key into any traceback printed with locals.
+                    outcome.error = exc.with_traceback(None)
+                    outcome.http_status = exc.status
                 except BaseException:
                     if self._breaker is not None:
                         self._breaker.record_neutral()
@@ -378,7 +382,10 @@ class AsyncLLVMClient:
             self._breaker.record_success()
         elif isinstance(error, CircuitOpenError):
             pass
-        elif error.retryable and not isinstance(error, RateLimitError):
+        elif isinstance(error, ServerError) or (
+            error.retryable and not isinstance(error, RateLimitError)
+        ):
+            # Every 5xx says the server is in trouble, even those not worth retrying (501).
             self._breaker.record_failure()
         else:
             self._breaker.record_neutral()
@@ -425,7 +432,14 @@ class AsyncLLVMClient:
         self.request_count += 1
         if not 200 <= status < 300:
             raise self._status_error(call, status, reason, body, retry_after)
-        data = protocol.check_answer(protocol.parse_json(body, call), call)
+        try:
+            data = protocol.check_answer(protocol.parse_json(body, call), call)
+        except InvalidResponseError as error:
+            # The server did answer: keep its status and what it said, as for error statuses.
+            error.status = status
+            text = body.decode("utf-8", errors="replace")
+            error.body = excerpt(redact(text, (self._api_key,))) or None
+            raise
         return data, status
 
     def _headers(self, extra: Mapping[str, str] | None) -> dict[str, str]:
@@ -448,7 +462,7 @@ class AsyncLLVMClient:
         text = body.decode("utf-8", errors="replace")
         cls = status_error_class(status)
         return cls(
-            redact(protocol.error_message(status, reason, text), secrets),
+            excerpt(redact(protocol.error_message(status, reason, text), secrets)),
             operation=call.operation,
             model=call.model,
             status=status,
@@ -461,7 +475,7 @@ class AsyncLLVMClient:
 def _translate(exc: BaseException, call: protocol.Call, api_key: str | None) -> LLVMError:
     """The llvm-batch error for an aiohttp/OS failure; never copies request headers."""
     detail = redact(str(exc) or type(exc).__name__, (api_key,))
-    context = {"operation": call.operation, "model": call.model}
+    context: dict[str, Any] = {"operation": call.operation, "model": call.model}
     if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
         return LLVMTimeoutError("the server did not answer in time", **context)
     if isinstance(exc, aiohttp.ClientSSLError):

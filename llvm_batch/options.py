@@ -180,6 +180,8 @@ def resolve_config(
     else:
         breaker_config = BreakerConfig(**dict(breaker))
     given = {name: value for name, value in settings.items() if value is not None}
+    if "max_retry_delay" not in given and given.get("retry_delay", 0) > DEFAULT_MAX_RETRY_DELAY:
+        given["max_retry_delay"] = given["retry_delay"]
     if "timeout" in settings and settings["timeout"] is None:
         given["timeout"] = None
     return ClientConfig(

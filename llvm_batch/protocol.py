@@ -60,7 +60,9 @@ def chat_prompt(messages: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def chat_result(model_id: str, answer: Mapping[str, Any], now: float | None = None) -> dict[str, Any]:
+def chat_result(
+    model_id: str, answer: Mapping[str, Any], now: float | None = None
+) -> dict[str, Any]:
     """The chat result built from an inference answer."""
     created = time.time() if now is None else now
     return {

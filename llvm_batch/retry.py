@@ -6,6 +6,7 @@ sleep the returned delay without holding a concurrency slot; attempt again.
 
 from __future__ import annotations
 
+import math
 import random as _random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -83,6 +84,6 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
         if when is None:
             return None
         seconds = when.timestamp() - now
-    if seconds != seconds:  # NaN
+    if not math.isfinite(seconds):
         return None
     return max(0.0, seconds)

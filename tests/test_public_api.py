@@ -1,0 +1,134 @@
+"""The public face: ``__all__`` in step with the package, one error tree, layers kept apart."""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import inspect
+import sys
+from pathlib import Path
+
+import pytest
+
+import llvm_batch
+from llvm_batch import errors
+
+PACKAGE = Path(llvm_batch.__file__).parent
+ERROR_CLASSES = [
+    obj
+    for obj in vars(errors).values()
+    if inspect.isclass(obj) and issubclass(obj, BaseException) and obj.__module__ == errors.__name__
+]
+
+
+def test_every_name_in_all_exists() -> None:
+    missing = [name for name in llvm_batch.__all__ if not hasattr(llvm_batch, name)]
+    assert missing == []
+
+
+def test_all_is_sorted_and_has_no_duplicates() -> None:
+    assert llvm_batch.__all__ == sorted(set(llvm_batch.__all__))
+
+
+def test_version_matches_the_installed_distribution() -> None:
+    assert llvm_batch.__version__ == importlib.metadata.version("llvm-batch")
+
+
+def test_every_error_class_subclasses_llvm_error_and_is_exported() -> None:
+    assert len(ERROR_CLASSES) >= 14
+    for cls in ERROR_CLASSES:
+        assert issubclass(cls, llvm_batch.LLVMError), cls
+        assert cls.__name__ in llvm_batch.__all__, cls
+        assert getattr(llvm_batch, cls.__name__) is cls
+
+
+def test_every_error_class_is_drawn_in_the_tree_and_has_its_own_type() -> None:
+    for cls in ERROR_CLASSES:
+        assert cls.__name__ in errors.__doc__, cls
+    leaves = [cls for cls in ERROR_CLASSES if cls is not llvm_batch.LLVMError]
+    types = [cls.error_type for cls in leaves]
+    assert len(types) == len(set(types))
+
+
+@pytest.mark.parametrize(
+    ("cls", "builtin"),
+    [
+        (llvm_batch.LLVMConnectionError, ConnectionError),
+        (llvm_batch.LLVMTimeoutError, TimeoutError),
+        (llvm_batch.InvalidResponseError, ValueError),
+        (llvm_batch.InputError, ValueError),
+    ],
+)
+def test_errors_also_inherit_the_builtin_callers_catch(cls, builtin) -> None:
+    assert issubclass(cls, builtin)
+
+
+def test_error_types_match_the_result_column_categories() -> None:
+    expected = {
+        "server_error": llvm_batch.ServerError,
+        "rate_limited": llvm_batch.RateLimitError,
+        "timeout": llvm_batch.LLVMTimeoutError,
+        "connection": llvm_batch.LLVMConnectionError,
+        "invalid_response": llvm_batch.InvalidResponseError,
+        "client_error": llvm_batch.BadRequestError,
+        "auth": llvm_batch.AuthenticationError,
+        "model_not_found": llvm_batch.ModelNotFoundError,
+        "invalid_input": llvm_batch.InputError,
+    }
+    assert {cls.error_type: cls for cls in expected.values()} == expected
+
+
+def test_retryable_flags_follow_the_design() -> None:
+    retryable = {cls.__name__ for cls in ERROR_CLASSES if cls.retryable}
+    assert retryable == {
+        "LLVMConnectionError",
+        "LLVMTimeoutError",
+        "RateLimitError",
+        "ServerError",
+        "InvalidResponseError",
+    }
+
+
+def imports_of(path: Path) -> set[str]:
+    """Top-level names a module imports (``.x`` for relative imports)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                found.add("." + (node.module or ""))
+            else:
+                found.add(node.module.split(".")[0])
+    return found - {"__future__"}
+
+
+BASE_AND_POLICY = {
+    "options": set(),
+    "errors": set(),
+    "retry": {".errors"},
+    "breaker": {".options"},
+    "scheduler": {".errors", ".options"},
+    "protocol": {".errors"},
+}
+
+
+@pytest.mark.parametrize("module", sorted(BASE_AND_POLICY))
+def test_base_modules_import_only_the_stdlib_and_lower_layers(module) -> None:
+    imported = imports_of(PACKAGE / f"{module}.py")
+    third_party = {name for name in imported if not name.startswith(".")}
+    assert third_party <= set(sys.stdlib_module_names), third_party - set(sys.stdlib_module_names)
+    assert {name for name in imported if name.startswith(".")} <= BASE_AND_POLICY[module]
+
+
+def test_aiohttp_is_imported_by_the_client_and_the_reference_server_only() -> None:
+    importers = sorted(
+        path.relative_to(PACKAGE).as_posix()
+        for path in PACKAGE.rglob("*.py")
+        if "aiohttp" in imports_of(path)
+    )
+    assert importers == ["client.py", "server.py"]
+
+
+def test_the_package_ships_its_type_marker() -> None:
+    assert (PACKAGE / "py.typed").exists()

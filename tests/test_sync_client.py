@@ -1,0 +1,160 @@
+"""LLVMClient and run_sync: the same answers as the async engine, in and out of a running loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from llvm_batch import (
+    AsyncLLVMClient,
+    LLVMClient,
+    ModelNotFoundError,
+    Priority,
+    ServerError,
+    run_sync,
+)
+from llvm_batch.server import Faults, reference_output
+
+MODEL = "llvm-model-1"
+MESSAGES = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi"}]
+
+
+def calls(client):
+    """The same calls, on either client; for the async one each value is a coroutine."""
+    return {
+        "models": client.list_models(),
+        "info": client.get_model_info(MODEL),
+        "plain": client.run_inference(MODEL, "Hello world", max_tokens=3),
+        "object": client.run_inference(None, {"a": [1, 2]}, temperature=0.5),
+        "chat": client.chat(MODEL, MESSAGES, priority=Priority.HIGH),
+        "ping": client.test_endpoint(),
+    }
+
+
+def without_id_and_created(results: dict) -> dict:
+    chat = {k: v for k, v in results["chat"].items() if k not in ("id", "created")}
+    return {**results, "chat": chat}
+
+
+def test_sync_and_async_clients_give_equal_results(server) -> None:
+    with LLVMClient(server.url, default_model=MODEL) as client:
+        sync_results = calls(client)
+
+    async def main():
+        async with AsyncLLVMClient(server.url, default_model=MODEL) as client:
+            pending = calls(client)
+            return {name: await coro for name, coro in pending.items()}
+
+    async_results = asyncio.run(main())
+
+    assert without_id_and_created(sync_results) == without_id_and_created(async_results)
+    assert sync_results["models"] == ["llvm-model-1", "llvm-model-2"]
+    assert sync_results["plain"]["outputs"] == reference_output(MODEL, "Hello world", 3)
+    assert sync_results["chat"]["content"] == reference_output(MODEL, "system: Be kind.\nuser: Hi")
+    assert sync_results["chat"]["id"].startswith("llvm-")
+    assert sync_results["ping"] is True
+    assert server.stats.inference_requests == 6
+
+
+def test_sync_client_raises_the_same_errors(make_server) -> None:
+    server = make_server(faults=Faults(error_rate=1.0))
+    with LLVMClient(server.url, max_retries=1, retry_delay=0) as client:
+        with pytest.raises(ModelNotFoundError):
+            client.get_model_info("no-such-model")
+        with pytest.raises(ServerError) as info:
+            client.run_inference(MODEL, "x")
+        assert info.value.attempts == 2
+        assert client.request_count == 3
+        assert client.stats().retries == 1
+
+
+def test_sync_client_works_inside_a_running_event_loop(server) -> None:
+    async def notebook_cell():
+        with LLVMClient(server.url, default_model=MODEL) as client:
+            return client.list_models(), client.run_inference(None, "from a cell")["outputs"]
+
+    models, output = asyncio.run(notebook_cell())
+    assert models == ["llvm-model-1", "llvm-model-2"]
+    assert output == reference_output(MODEL, "from a cell")
+
+
+def test_sync_client_keeps_one_session_across_calls(server) -> None:
+    with LLVMClient(server.url) as client:
+        for i in range(3):
+            client.run_inference(MODEL, f"q{i}")
+        session = client.async_client._session
+        assert session is not None and not session.closed
+        client.list_models()
+        assert client.async_client._session is session
+    assert session.closed
+    assert client.loop_thread.loop.is_closed()
+
+
+def test_sync_client_state_and_settings_pass_through(server) -> None:
+    with LLVMClient(server.url, default_model=MODEL, api_key="k1") as client:
+        assert client.get_default_model() == MODEL
+        assert client.get_api_key() == "k1"
+        client.set_api_key("k2")
+        assert client.get_api_key() == "k2"
+        assert client.config.base_url == server.url
+        assert (client.queue_depth, client.active_requests) == (0, 0)
+        assert client.breaker_state == "closed"
+
+
+def test_close_is_idempotent_and_stops_the_loop_thread() -> None:
+    before = threading.active_count()
+    client = LLVMClient("http://127.0.0.1:1")
+    assert threading.active_count() == before + 1
+    client.close()
+    client.close()
+    assert threading.active_count() == before
+
+
+async def add(a: int, b: int) -> tuple[int, int]:
+    await asyncio.sleep(0)
+    return a + b, threading.get_ident()
+
+
+async def fail() -> None:
+    await asyncio.sleep(0)
+    raise ServerError("boom", status=500)
+
+
+def test_run_sync_outside_a_loop_runs_here() -> None:
+    value, thread = run_sync(add(2, 3))
+    assert value == 5
+    assert thread == threading.get_ident()
+
+
+def test_run_sync_inside_a_running_loop_runs_on_another_thread() -> None:
+    async def cell():
+        return run_sync(add(4, 5)), threading.get_ident()
+
+    (value, worker), caller = asyncio.run(cell())
+    assert value == 9
+    assert worker != caller
+
+
+@pytest.mark.parametrize("inside_a_loop", [False, True])
+def test_run_sync_hands_errors_to_the_caller(inside_a_loop) -> None:
+    async def cell():
+        return run_sync(fail())
+
+    with pytest.raises(ServerError, match="boom"):
+        if inside_a_loop:
+            asyncio.run(cell())
+        else:
+            run_sync(fail())
+
+
+def test_run_sync_drives_the_async_client_inside_a_loop(server) -> None:
+    async def use_client():
+        async with AsyncLLVMClient(server.url) as client:
+            return await client.list_models()
+
+    async def cell():
+        return run_sync(use_client())
+
+    assert asyncio.run(cell()) == run_sync(use_client()) == ["llvm-model-1", "llvm-model-2"]
