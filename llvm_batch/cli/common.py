@@ -52,9 +52,7 @@ def server_options(func: F) -> F:
     )(func)
     func = click.option(
         "--base-url",
-        envvar=ENV_BASE_URL,
-        show_envvar=True,
-        help="Server URL, e.g. http://127.0.0.1:8000.",
+        help=f"Server URL, e.g. http://127.0.0.1:8000 (default: ${ENV_BASE_URL}).",
     )(func)
     return func
 

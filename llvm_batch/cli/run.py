@@ -20,6 +20,7 @@ from ..batch.sinks import atomic_write_bytes
 from ..errors import InputError
 from ..options import DEFAULT_MAX_RETRIES, DEFAULT_RETRY_DELAY, DEFAULT_TIMEOUT, ENV_DEFAULT_MODEL
 from .common import UsageFailure, read_key_file, server_options, setup_logging
+from .jobfile import load_job_file
 
 
 def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
@@ -37,7 +38,15 @@ def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) 
 
 
 @click.command()
-@click.argument("input_path", metavar="INPUT")
+@click.argument("input_path", metavar="INPUT", required=False)
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False),
+    is_eager=True,
+    expose_value=False,
+    callback=load_job_file,
+    help="A TOML job file holding any of these options (and `input`); flags override it.",
+)
 @click.option(
     "-o",
     "--output",
@@ -53,7 +62,7 @@ def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) 
     type=click.Choice(["parquet", "csv", "jsonl"]),
     help="Output format if the extension doesn't say.",
 )
-@click.option("-m", "--model", envvar=ENV_DEFAULT_MODEL, show_envvar=True, help="Model id.")
+@click.option("-m", "--model", help=f"Model id (default: ${ENV_DEFAULT_MODEL}).")
 @click.option(
     "--prompt-column", default="prompt", show_default=True, help="Column holding the prompt."
 )
@@ -181,7 +190,7 @@ def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) 
     type=click.Path(dir_okay=False),
     help="Also write the summary as JSON here (for Airflow XCom).",
 )
-def run(input_path: str, api_key_file: str | None, **options: Any) -> None:
+def run(input_path: str | None, api_key_file: str | None, **options: Any) -> None:
     """Run every row of INPUT through the model; write INPUT plus result columns.
 
     Re-running the same command after a crash resumes where it stopped.
@@ -191,7 +200,10 @@ def run(input_path: str, api_key_file: str | None, **options: Any) -> None:
     \b
     Example:
       llvm-batch run sample_data/prompts.parquet --local-server --model llvm-model-1
+      llvm-batch run --config job.toml --max-retries 5
     """
+    if input_path is None:
+        raise click.UsageError("give an INPUT file, or `input = ...` in the --config file")
     setup_logging(options["debug"])
     summary_path = options["summary_json"]
     options["api_key"] = read_key_file(api_key_file)
