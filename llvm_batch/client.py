@@ -335,7 +335,7 @@ class AsyncLLVMClient:
         while True:
             async with self._scheduler.slot(level, admitted=outcome.attempts > 0):
                 if self._breaker is not None and not self._breaker.allow():
-                    outcome.error = self._circuit_open(call, outcome.attempts)
+                    outcome.error = self._circuit_open(call, outcome.attempts, outcome.error)
                     break
                 outcome.attempts += 1
                 attempt_start = self._clock()
@@ -390,9 +390,11 @@ class AsyncLLVMClient:
         else:
             self._breaker.record_neutral()
 
-    def _circuit_open(self, call: protocol.Call, attempts: int) -> CircuitOpenError:
+    def _circuit_open(
+        self, call: protocol.Call, attempts: int, last: LLVMError | None
+    ) -> CircuitOpenError:
         retry_in = self.breaker_retry_in()
-        return CircuitOpenError(
+        error = CircuitOpenError(
             "the circuit breaker is open after repeated server failures; failing fast",
             operation=call.operation,
             model=call.model,
@@ -400,6 +402,9 @@ class AsyncLLVMClient:
             next_retry_at=self._wall_clock() + retry_in,
             retry_after=retry_in,
         )
+        # A retry refused by the breaker keeps what its last attempt met, to say why.
+        error.__cause__ = last
+        return error
 
     def _log(self, call: protocol.Call, status: int | None, duration_ms: float, what: str) -> None:
         if self._debug:

@@ -84,7 +84,11 @@ class Checkpoint:
         }
         checkpoint = cls(directory, manifest)
         checkpoint._remove_orphans()
-        checkpoint._write_manifest()
+        try:
+            checkpoint._write_manifest()
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise InputError(f"can't write the checkpoint in {directory!r}: {reason}") from None
         fsync_dir(os.path.dirname(os.path.abspath(directory)))
         return checkpoint
 

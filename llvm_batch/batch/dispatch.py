@@ -83,10 +83,12 @@ class Dispatcher:
                 ) from None
             except LLVMError as exc:
                 self._note_failure(exc)
-                if self._clock() - since >= self.max_outage:
+                blocked = self._clock() - since
+                if blocked >= self.max_outage:
                     self.stop(EXIT_INCOMPLETE, f"server unavailable: {self._last_failure}")
                     return False
-                await asyncio.sleep(max(HOLD_POLL_S, self.client.breaker_retry_in()))
+                wait = max(HOLD_POLL_S, self.client.breaker_retry_in())
+                await asyncio.sleep(min(wait, self.max_outage - blocked + 0.01))
 
     async def send(self, request: Request, key: str | None = None) -> cols.RowResult | None:
         """The row's result, or None when the run stopped before it got one."""
@@ -122,6 +124,8 @@ class Dispatcher:
 
     def _note_failure(self, error: LLVMError | None) -> None:
         """Remember the last real failure, to say why a server is unavailable."""
+        if isinstance(error, CircuitOpenError) and isinstance(error.__cause__, LLVMError):
+            error = error.__cause__  # a retry the breaker refused: what its last attempt met
         if error is not None and not isinstance(error, CircuitOpenError):
             self._last_failure = error
 

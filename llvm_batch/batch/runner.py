@@ -24,7 +24,7 @@ from ..client import AsyncLLVMClient
 from ..errors import InputError
 from ..options import ENV_DEFAULT_MODEL, Priority
 from . import columns as cols
-from .checkpoint import Checkpoint
+from .checkpoint import ROW_COLUMN, Checkpoint
 from .chunk import Chunk
 from .config import BatchOptions
 from .dispatch import Dispatcher
@@ -151,8 +151,14 @@ class BatchRun:
                 self.summary.requests = client.request_count
                 self.summary.retries = client.retry_count
         if self.dispatcher.stop_code is None:
-            await asyncio.to_thread(self._finalize, fingerprint)
-            self.summary.status = COMPLETE
+            try:
+                await asyncio.to_thread(self._finalize, fingerprint)
+            except OSError as exc:  # disk full...: every row is committed, resumable
+                self.dispatcher.stop(
+                    EXIT_INCOMPLETE, f"can't write the output {self.output_path!r}: {_why(exc)}"
+                )
+            else:
+                self.summary.status = COMPLETE
         return self._finish_summary(started)
 
     def _finish_summary(self, started: float) -> RunSummary:
@@ -179,6 +185,18 @@ class BatchRun:
         return self.opts.concurrency * 2 + 16
 
     def _setup_columns(self) -> None:
+        given = self.source.schema.names
+        twice = sorted({n for n in given if given.count(n) > 1})
+        if twice:
+            raise InputError(
+                f"input {self.source.path!r} has more than one column named "
+                f"{', '.join(repr(n) for n in twice)}; give each column its own name"
+            )
+        if ROW_COLUMN in given:
+            raise InputError(
+                f"input {self.source.path!r} has a column named {ROW_COLUMN!r}, a name "
+                "llvm-batch keeps for itself; rename that column"
+            )
         names = set(cols.result_names(self.opts.prefix))
         self.input_columns = [n for n in self.source.schema.names if n not in names]
         if self.opts.retry_errors and self.opts.prefix + "status" not in self.source.schema.names:
@@ -370,6 +388,10 @@ class BatchRun:
             await self._commit(force=final)
             if final:
                 return
+            if self.dispatcher.stop_code is not None:
+                # Rows of open chunks were cancelled: wake a dispatch waiting for chunk room.
+                async with self._chunk_room:
+                    self._chunk_room.notify_all()
 
     async def _commit(self, force: bool) -> None:
         now = self._clock()
@@ -382,7 +404,13 @@ class BatchRun:
             )
             if due:
                 table = chunk.take_unflushed()
-                await asyncio.to_thread(self.checkpoint.commit, index, table)
+                try:
+                    await asyncio.to_thread(self.checkpoint.commit, index, table)
+                except OSError as exc:  # disk full...: stop; these rows run again on resume
+                    self.dispatcher.stop(
+                        EXIT_INCOMPLETE,
+                        f"can't write the checkpoint in {self.checkpoint.directory!r}: {_why(exc)}",
+                    )
             if chunk.complete and not chunk.unflushed:
                 del self._open[index]
                 async with self._chunk_room:
@@ -411,6 +439,10 @@ class BatchRun:
         self.summary.skipped = statuses.get(cols.STATUS_SKIPPED, 0)
         errors.pop("invalid_input", None)
         self._errors = errors
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or str(exc) or type(exc).__name__
 
 
 def _counts(column: pa.ChunkedArray) -> Counter[str]:

@@ -123,7 +123,7 @@ class Source:
                     reader = pajson.open_json(
                         handle, read_options=pajson.ReadOptions(block_size=READ_BLOCK_BYTES)
                     )
-            except (pa.ArrowException, OSError, ValueError) as exc:
+            except (pa.ArrowException, OSError, ValueError, EOFError) as exc:
                 raise InputError(_unreadable(self.path, self.format, exc)) from None
             yield reader
 
@@ -153,7 +153,7 @@ class Source:
                     batch = next(iterator)
                 except StopIteration:
                     break
-                except (pa.ArrowException, OSError, ValueError) as exc:
+                except (pa.ArrowException, OSError, ValueError, EOFError) as exc:
                     raise InputError(_unreadable(self.path, self.format, exc)) from None
                 if batch.schema != self.schema:
                     batch = _conform(batch, self.schema, self.path)
