@@ -5,30 +5,17 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
+import dask.dataframe as dd
+import distributed
 import pandas as pd
 import pytest
 
-dd = pytest.importorskip("dask.dataframe")
-distributed = pytest.importorskip("distributed")
-
-import llvm_batch.dask as llvm_dask  # noqa: E402  (after the skips: needs the dask extra)
-from llvm_batch import InputError  # noqa: E402
-from llvm_batch.server import Faults, ServerThread, reference_output  # noqa: E402
+import llvm_batch.dask as llvm_dask
+from llvm_batch import InputError
+from llvm_batch.server import Faults, ServerThread, reference_output
 
 MODEL = "llvm-model-1"
 TOTAL_CONCURRENCY = 4
-RESULT_COLUMNS = [
-    "llvm_output",
-    "llvm_status",
-    "llvm_error_type",
-    "llvm_error",
-    "llvm_http_status",
-    "llvm_attempts",
-    "llvm_retry_wait_s",
-    "llvm_latency_ms",
-    "llvm_model",
-    "llvm_metadata",
-]
 COMPARED = ["llvm_output", "llvm_status", "llvm_error_type", "llvm_http_status", "llvm_model"]
 
 
