@@ -332,8 +332,10 @@ class AsyncLLVMClient:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         outcome = Outcome()
         started = self._clock()
+        scheduler = self._scheduler
         while True:
-            async with self._scheduler.slot(level, admitted=outcome.attempts > 0):
+            await scheduler.acquire(level, admitted=outcome.attempts > 0)
+            try:
                 if self._breaker is not None and not self._breaker.allow():
                     outcome.error = self._circuit_open(call, outcome.attempts, outcome.error)
                     break
@@ -352,6 +354,8 @@ class AsyncLLVMClient:
                     raise
                 else:
                     outcome.error = None
+            finally:
+                scheduler.release()
             self._record(outcome.error)
             duration_ms = (self._clock() - attempt_start) * 1000
             if outcome.error is None:

@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
@@ -37,12 +38,17 @@ def model_info(model_id: str) -> Call:
     return Call("model info", "GET", f"/models/{quote(model_id, safe='')}", model=model_id)
 
 
+@lru_cache(maxsize=64)
+def _inference_path(model_id: str) -> str:
+    return f"/models/{quote(model_id, safe='')}/inference"
+
+
 def inference(model_id: str, inputs: Any, options: Mapping[str, Any]) -> Call:
     """An inference call; only options that were given (not None) go in the body."""
     body: dict[str, Any] = {"inputs": inputs}
-    body.update((key, value) for key, value in options.items() if value is not None)
-    path = f"/models/{quote(model_id, safe='')}/inference"
-    return Call("inference", "POST", path, body, model=model_id)
+    if options:
+        body.update((key, value) for key, value in options.items() if value is not None)
+    return Call("inference", "POST", _inference_path(model_id), body, model=model_id)
 
 
 def chat_prompt(messages: Sequence[Mapping[str, Any]]) -> str:

@@ -70,12 +70,25 @@ class Scheduler:
         ``admitted`` marks a retry of a request already accepted once: it is not refused for a
         full queue (the bound is on new work), but waits in line at its own priority.
         """
-        await self._acquire(priority, admitted)
+        await self.acquire(priority, admitted=admitted)
         try:
-            await self._pace()
             yield
         finally:
-            self._release()
+            self.release()
+
+    async def acquire(self, priority: Priority, *, admitted: bool = False) -> None:
+        """Take a slot (waiting in priority order), then wait out pacing; pair with release."""
+        await self._acquire(priority, admitted)
+        if self.max_rps or self._paused_until > self._clock():
+            try:
+                await self._pace()
+            except BaseException:
+                self._release()
+                raise
+
+    def release(self) -> None:
+        """Give back a slot taken with :meth:`acquire`."""
+        self._release()
 
     async def _acquire(self, priority: Priority, admitted: bool) -> None:
         if self._active < self.max_concurrent and not self._waiters:

@@ -113,15 +113,21 @@ def from_error(error: LLVMError, model: str, outcome: Outcome | None = None) -> 
 
 
 def _metadata(answer: dict[str, Any]) -> str | None:
-    extra = {k: v for k, v in answer.items() if k not in ("outputs", "model_id", "metadata")}
     meta = answer.get("metadata")
-    if isinstance(meta, dict):
-        extra = {**meta, **extra}
-    elif meta is not None:
-        extra["metadata"] = meta
+    if len(answer) <= 3 and isinstance(meta, dict) and answer.keys() <= _ANSWER_KEYS:
+        extra: dict[str, Any] = meta  # the usual answer: its metadata is all there is to keep
+    else:
+        extra = {k: v for k, v in answer.items() if k not in _ANSWER_KEYS}
+        if isinstance(meta, dict):
+            extra = {**meta, **extra}
+        elif meta is not None:
+            extra["metadata"] = meta
     if not extra:
         return None
-    return json.dumps(extra, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str)
+    return json.dumps(extra, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+_ANSWER_KEYS = frozenset({"outputs", "model_id", "metadata"})
 
 
 def row_from_columns(values: Sequence[Any]) -> RowResult:

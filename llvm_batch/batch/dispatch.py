@@ -93,9 +93,12 @@ class Dispatcher:
     async def send(self, request: Request, key: str | None = None) -> cols.RowResult | None:
         """The row's result, or None when the run stopped before it got one."""
         call = protocol.inference(self.model, request.inputs, request.options)
+        outcome = await self.client.send(call, priority=self.priority, idempotency_key=key)
+        if outcome.error is None:  # the usual case, kept short: this runs once per row
+            self._blocked_since = None
+            return cols.from_outcome(outcome, self.model)
         total = Outcome()
         while True:
-            outcome = await self.client.send(call, priority=self.priority, idempotency_key=key)
             total.attempts += outcome.attempts
             total.retry_wait_s += outcome.retry_wait_s
             total.latency_ms += outcome.latency_ms
@@ -104,6 +107,7 @@ class Dispatcher:
             if error is not None and (isinstance(error, CircuitOpenError) or self._outage(error)):
                 if not await self._hold(error):
                     return None
+                outcome = await self.client.send(call, priority=self.priority, idempotency_key=key)
                 continue
             if isinstance(error, (AuthenticationError, ModelNotFoundError)):
                 what = (

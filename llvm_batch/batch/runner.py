@@ -83,7 +83,12 @@ class BatchRun:
         self._finished = asyncio.Event()
         self._open: dict[int, Chunk] = {}
         self._commit_wanted = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
+        # A fixed pool of workers pulls rows from a bounded queue: backpressure without a
+        # task per row, and enough workers that rows sleeping in backoff leave slots busy.
+        self._workers: list[asyncio.Task[None]] = []
+        self._rows: asyncio.Queue[tuple[Chunk, int, Request] | None] = asyncio.Queue(
+            maxsize=self._window()
+        )
 
     # -- the whole run -------------------------------------------------------------------
 
@@ -260,14 +265,16 @@ class BatchRun:
         self.progress.advance(0)
         if self.summary.resumed:
             self.progress.advance(self.summary.resumed)
-        self._slots = asyncio.Semaphore(self._window())
+        self._workers = [asyncio.create_task(self._worker()) for _ in range(self._window())]
         self._chunk_room = asyncio.Condition()
         committer = asyncio.create_task(self._committer())
         restore = on_stop_signals(self.dispatcher.stop)
         try:
             await self._dispatch()
-            if self._tasks:
-                await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self.dispatcher.stop_code is None:
+                for _ in self._workers:
+                    await self._rows.put(None)
+            await asyncio.gather(*self._workers, return_exceptions=True)
         finally:
             restore()
             self._finished.set()
@@ -316,26 +323,24 @@ class BatchRun:
             elif isinstance(request, str):
                 self._finish(chunk, offset, cols.skipped(request, self.model))
             else:
-                await self._slots.acquire()
+                await self._rows.put((chunk, offset, request))
                 if self.dispatcher.stop_code is not None:
-                    self._slots.release()
                     return
-                task = asyncio.create_task(self._row(chunk, offset, request))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
 
-    async def _row(self, chunk: Chunk, offset: int, request: Request) -> None:
-        try:
-            key = f"{self._key_prefix}-{chunk.start + offset}"
-            result = await self.dispatcher.send(request, key)
+    async def _worker(self) -> None:
+        rows, send, prefix = self._rows, self.dispatcher.send, self._key_prefix
+        while (item := await rows.get()) is not None:
+            chunk, offset, request = item
+            result = await send(request, f"{prefix}-{chunk.start + offset}")
             if result is not None:
                 self._finish(chunk, offset, result)
-        finally:
-            self._slots.release()
 
     def _cancel_rows(self) -> None:
-        for task in self._tasks:
+        """The run stops: drop rows in flight and queued (they run again on resume)."""
+        for task in self._workers:
             task.cancel()
+        while not self._rows.empty():
+            self._rows.get_nowait()
         self._commit_wanted.set()
 
     def _kept_rows(self, batch: pa.RecordBatch) -> dict[int, cols.RowResult]:
