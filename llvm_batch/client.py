@@ -8,6 +8,7 @@ aiohttp exceptions are translated into the llvm-batch tree in :func:`_translate`
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random as _random
 import time
@@ -330,11 +331,14 @@ class AsyncLLVMClient:
         """
         level = Priority.parse(priority)
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        # Encoded once, for every attempt.
+        data = None if call.body is None else json.dumps(call.body).encode()
         outcome = Outcome()
         started = self._clock()
         scheduler = self._scheduler
         while True:
-            await scheduler.acquire(level, admitted=outcome.attempts > 0)
+            if not scheduler.try_acquire(level):
+                await scheduler.acquire(level, admitted=outcome.attempts > 0)
             try:
                 if self._breaker is not None and not self._breaker.allow():
                     outcome.error = self._circuit_open(call, outcome.attempts, outcome.error)
@@ -342,7 +346,7 @@ class AsyncLLVMClient:
                 outcome.attempts += 1
                 attempt_start = self._clock()
                 try:
-                    outcome.value, outcome.http_status = await self._attempt(call, headers)
+                    outcome.value, outcome.http_status = await self._attempt(call, data, headers)
                 except LLVMError as exc:
                     # Drop the attempt's frames: their locals hold raw answers, which may echo
                     # the API key into any traceback printed with locals.
@@ -422,15 +426,15 @@ class AsyncLLVMClient:
             )
 
     async def _attempt(
-        self, call: protocol.Call, extra_headers: Mapping[str, str] | None
+        self, call: protocol.Call, data: bytes | None, extra_headers: Mapping[str, str] | None
     ) -> tuple[Any, int]:
         session = self._get_session()
         try:
             async with session.request(
                 call.method,
                 self._root + call.path,
-                json=call.body,
-                headers=self._headers(extra_headers),
+                data=data,
+                headers=self._headers(data is not None, extra_headers),
             ) as response:
                 body = await response.read()
                 status = response.status
@@ -451,8 +455,10 @@ class AsyncLLVMClient:
             raise
         return data, status
 
-    def _headers(self, extra: Mapping[str, str] | None) -> dict[str, str]:
+    def _headers(self, has_body: bool, extra: Mapping[str, str] | None) -> dict[str, str]:
         headers = {"Accept": "application/json"}
+        if has_body:
+            headers["Content-Type"] = "application/json"
         if self._api_key:
             headers["Authorization"] = "Bearer " + self._api_key
         if extra:

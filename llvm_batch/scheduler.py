@@ -76,6 +76,18 @@ class Scheduler:
         finally:
             self.release()
 
+    def try_acquire(self, priority: Priority) -> bool:
+        """Take a slot at once if one is free, nobody waits and no pacing applies."""
+        if (
+            self._active < self.max_concurrent
+            and not self._waiters
+            and not self.max_rps
+            and self._paused_until <= self._clock()
+        ):
+            self._grant()
+            return True
+        return False
+
     async def acquire(self, priority: Priority, *, admitted: bool = False) -> None:
         """Take a slot (waiting in priority order), then wait out pacing; pair with release."""
         await self._acquire(priority, admitted)

@@ -124,9 +124,11 @@ def _metadata(answer: dict[str, Any]) -> str | None:
             extra["metadata"] = meta
     if not extra:
         return None
-    return json.dumps(extra, ensure_ascii=False, separators=(",", ":"), default=str)
+    return _METADATA_JSON.encode(extra)
 
 
+# One encoder for every row: json.dumps with options builds a new one per call.
+_METADATA_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
 _ANSWER_KEYS = frozenset({"outputs", "model_id", "metadata"})
 
 
