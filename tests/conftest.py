@@ -26,6 +26,14 @@ from llvm_batch.server import AppServer, ServerThread, reference_output
 SCRIPTED_MODELS = ["m1", "m2"]
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--long",
+        action="store_true",
+        help="the long chaos runs too (kill -9 at 25 random points instead of 3)",
+    )
+
+
 # -- the reference server ------------------------------------------------------------------
 
 

@@ -28,6 +28,7 @@ from .checkpoint import ROW_COLUMN, Checkpoint
 from .chunk import Chunk
 from .config import BatchOptions
 from .dispatch import Dispatcher
+from .feed import RowFeed
 from .progress import Progress
 from .prompts import Request
 from .signals import on_stop_signals
@@ -83,12 +84,10 @@ class BatchRun:
         self._finished = asyncio.Event()
         self._open: dict[int, Chunk] = {}
         self._commit_wanted = asyncio.Event()
-        # A fixed pool of workers pulls rows from a bounded queue: backpressure without a
-        # task per row, and enough workers that rows sleeping in backoff leave slots busy.
+        # A fixed pool of workers pulls rows from a feed with backpressure: no task per row,
+        # and enough workers that rows sleeping in backoff leave slots busy.
         self._workers: list[asyncio.Task[None]] = []
-        self._rows: asyncio.Queue[tuple[Chunk, int, Request] | None] = asyncio.Queue(
-            maxsize=self._window()
-        )
+        self._rows: RowFeed[tuple[Chunk, int, Request]] = RowFeed(low=self._window())
 
     # -- the whole run -------------------------------------------------------------------
 
@@ -272,8 +271,7 @@ class BatchRun:
         try:
             await self._dispatch()
             if self.dispatcher.stop_code is None:
-                for _ in self._workers:
-                    await self._rows.put(None)
+                self._rows.close()
             await asyncio.gather(*self._workers, return_exceptions=True)
         finally:
             restore()
@@ -315,6 +313,7 @@ class BatchRun:
     async def _submit_chunk(self, chunk: Chunk, batch: pa.RecordBatch, done: set[int]) -> None:
         kept = self._kept_rows(batch) if self.opts.retry_errors else {}
         requests = self.spec.render(batch)
+        sendable = []
         for offset, request in enumerate(requests):
             if offset in done:
                 continue
@@ -323,9 +322,9 @@ class BatchRun:
             elif isinstance(request, str):
                 self._finish(chunk, offset, cols.skipped(request, self.model))
             else:
-                await self._rows.put((chunk, offset, request))
-                if self.dispatcher.stop_code is not None:
-                    return
+                sendable.append((chunk, offset, request))
+        self._rows.put_many(sendable)
+        await self._rows.wait_for_room()
 
     async def _worker(self) -> None:
         rows, send, prefix = self._rows, self.dispatcher.send, self._key_prefix
@@ -339,8 +338,7 @@ class BatchRun:
         """The run stops: drop rows in flight and queued (they run again on resume)."""
         for task in self._workers:
             task.cancel()
-        while not self._rows.empty():
-            self._rows.get_nowait()
+        self._rows.clear()
         self._commit_wanted.set()
 
     def _kept_rows(self, batch: pa.RecordBatch) -> dict[int, cols.RowResult]:

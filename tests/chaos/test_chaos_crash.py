@@ -71,7 +71,17 @@ def reference_run(tmp_path_factory) -> tuple[Path, list[dict]]:
     return source, read_rows(where / "expected.parquet")
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Three kill -9 seeds by default, twenty-five with ``pytest --long``."""
+    if "seed" in metafunc.fixturenames:
+        seeds = LONG_SEEDS if metafunc.config.getoption("long") else DEFAULT_SEEDS
+        metafunc.parametrize("seed", range(1, seeds + 1))
+
+
+DEFAULT_SEEDS = 3
+LONG_SEEDS = 25
+
+
 def test_kill_9_at_random_points_then_resume_loses_and_duplicates_nothing(
     tmp_path: Path, make_server, reference_run, seed: int
 ) -> None:
