@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,3 +87,29 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
 
 def comparable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in rows]
+
+
+# -- the checkpoint of a run in progress ---------------------------------------------------
+
+
+def staging_of(out: Path) -> Path:
+    return out.with_name(out.name + ".llvm-staging")
+
+
+def manifest_parts(staging: Path) -> list[dict[str, Any]]:
+    try:
+        return list(json.loads((staging / "manifest.json").read_text())["parts"])
+    except (OSError, ValueError, KeyError):
+        return []
+
+
+def committed_rows(staging: Path) -> int:
+    return sum(int(part["rows"]) for part in manifest_parts(staging))
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    """Poll ``condition`` every 10 ms; fail after a generous ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)

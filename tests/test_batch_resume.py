@@ -11,21 +11,21 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from batch_support import cli_command, comparable, invoke, prompts_table, read_rows, write_parquet
+from batch_support import (
+    cli_command,
+    committed_rows,
+    comparable,
+    invoke,
+    prompts_table,
+    read_rows,
+    write_parquet,
+)
 
 from llvm_batch.batch import run_batch
 from llvm_batch.server import Faults
 
 MODEL = "llvm-model-1"
 FAST = {"retry_delay": 0.005, "progress": False, "flush_interval": 0.2}
-
-
-def committed_rows(staging: Path) -> int:
-    try:
-        manifest = json.loads((staging / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return 0
-    return sum(part["rows"] for part in manifest["parts"])
 
 
 def committed_ids(staging: Path) -> set[int]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import psutil
 import pyarrow as pa
 import pytest
-from batch_support import prompts_table, read_rows, write_parquet
+from batch_support import committed_rows, prompts_table, read_rows, wait_until, write_parquet
 from pipelines_support import (
     BUILD_TIMEOUT,
     REPO,
@@ -59,21 +58,6 @@ def write_job(path: Path, source: Path, url: str, **options: Any) -> Path:
 def run_day(airflow: AirflowDriver, day: str, job: Path, out_dir: Path) -> dict[str, Any]:
     conf = {"job_file": str(job), "output_dir": str(out_dir)}
     return airflow.call("dag_test", dag_id=DAG_ID, logical_date=day, conf=conf)
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.05)
-
-
-def committed_rows(staging: Path) -> int:
-    try:
-        manifest = json.loads((staging / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return 0
-    return sum(part["rows"] for part in manifest["parts"])
 
 
 def test_the_dag_folder_loads_without_errors_or_warnings(airflow: AirflowDriver) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from batch_support import invoke, prompts_table, read_rows, write_parquet
+from batch_support import committed_rows, invoke, prompts_table, read_rows, write_parquet
 from pipelines_support import REPO
 
 from llvm_batch.server import Faults, ServerThread, reference_output
@@ -81,20 +81,23 @@ def log_text(tmp_path: Path, job: Path, before: date) -> str:
     return "".join(log.read_text() for log in found)
 
 
-def committed_rows(staging: Path) -> int:
-    try:
-        manifest = json.loads((staging / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return 0
-    return sum(part["rows"] for part in manifest["parts"])
-
-
 def wait_for_commits(staging: Path, rows: int, proc: subprocess.Popen[str]) -> None:
     deadline = time.monotonic() + 60
     while committed_rows(staging) < rows:
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "the run committed nothing in time"
         time.sleep(0.02)
+
+
+def start_run(
+    tmp_path: Path, make_server: Callable[..., ServerThread], rows: int, latency: float
+) -> tuple[ServerThread, Path, subprocess.Popen[str]]:
+    """A slow server, a job of ``rows`` rows, and a tick running it that has committed 20%."""
+    server = make_server(faults=Faults(latency=latency))
+    job = write_job(tmp_path, server.url, rows)
+    first = start_tick(tmp_path, job)
+    wait_for_commits(tmp_path / "out.parquet.llvm-staging", rows // 5, first)
+    return server, job, first
 
 
 @pytest.mark.parametrize("pipeline", ["airflow", "cron"])
@@ -109,11 +112,8 @@ def test_a_tick_during_a_run_exits_0_at_once_and_the_run_goes_on(
     tmp_path: Path, make_server: Callable[..., ServerThread]
 ) -> None:
     rows = 100
-    server = make_server(faults=Faults(latency=0.05))
-    job = write_job(tmp_path, server.url, rows)
     today = date.today()
-    first = start_tick(tmp_path, job)
-    wait_for_commits(tmp_path / "out.parquet.llvm-staging", 20, first)
+    server, job, first = start_run(tmp_path, make_server, rows, latency=0.05)
 
     second = tick(tmp_path, job)
 
@@ -134,11 +134,8 @@ def test_the_lock_lasts_as_long_as_llvm_batch_even_if_the_wrapper_dies(
     tmp_path: Path, make_server: Callable[..., ServerThread]
 ) -> None:
     rows = 100
-    server = make_server(faults=Faults(latency=0.05))
-    job = write_job(tmp_path, server.url, rows)
     today = date.today()
-    first = start_tick(tmp_path, job)
-    wait_for_commits(tmp_path / "out.parquet.llvm-staging", 20, first)
+    server, job, first = start_run(tmp_path, make_server, rows, latency=0.05)
     (llvm_batch,) = psutil.Process(first.pid).children()
 
     first.kill()  # the wrapper goes; its llvm-batch keeps the lock it inherited
@@ -157,12 +154,9 @@ def test_a_run_killed_with_sigkill_is_resumed_by_the_next_tick(
     tmp_path: Path, make_server: Callable[..., ServerThread]
 ) -> None:
     rows = 200
-    server = make_server(faults=Faults(latency=0.03))
-    job = write_job(tmp_path, server.url, rows)
     staging = tmp_path / "out.parquet.llvm-staging"
     today = date.today()
-    first = start_tick(tmp_path, job)
-    wait_for_commits(staging, 40, first)
+    server, job, first = start_run(tmp_path, make_server, rows, latency=0.03)
     (llvm_batch,) = [
         child for child in psutil.Process(first.pid).children() if "run" in child.cmdline()
     ]

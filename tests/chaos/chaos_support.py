@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 from aiohttp import web
+from batch_support import manifest_parts
 
 MODEL = "m1"  # the scripted servers' model
 REFERENCE_MODEL = "llvm-model-1"  # the reference server's model
@@ -113,21 +113,6 @@ def ok_answer(text: str) -> web.Response:
 # -- the checkpoint ------------------------------------------------------------------------
 
 
-def staging_of(out: Path) -> Path:
-    return out.with_name(out.name + ".llvm-staging")
-
-
-def manifest_parts(staging: Path) -> list[dict[str, Any]]:
-    try:
-        return list(json.loads((staging / "manifest.json").read_text())["parts"])
-    except (OSError, ValueError, KeyError):
-        return []
-
-
-def committed_rows(staging: Path) -> int:
-    return sum(int(part["rows"]) for part in manifest_parts(staging))
-
-
 def committed_ids(staging: Path) -> list[int]:
     """The ``id`` of every committed row (with repeats, if a row were committed twice)."""
     ids: list[int] = []
@@ -146,11 +131,3 @@ def assert_checkpoint_sound(staging: Path) -> int:
     ids = committed_ids(staging)
     assert len(ids) == len(set(ids)), "a row was committed twice"
     return len(ids)
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    """Poll ``condition`` every 10 ms; fail after a generous ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)

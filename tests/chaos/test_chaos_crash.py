@@ -16,23 +16,23 @@ import pyarrow.parquet as pq
 import pytest
 from batch_support import (
     cli_command,
+    committed_rows,
     comparable,
     invoke,
+    manifest_parts,
     prompts_table,
     read_rows,
+    staging_of,
+    wait_until,
     write_parquet,
 )
 from chaos_support import (
     REFERENCE_MODEL,
     assert_checkpoint_sound,
     committed_ids,
-    committed_rows,
     hold_until_gone,
-    manifest_parts,
     posts,
     run_args,
-    staging_of,
-    wait_until,
 )
 
 from llvm_batch.batch import run_batch

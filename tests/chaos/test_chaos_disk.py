@@ -18,12 +18,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from batch_support import cli_command, invoke, read_rows, write_parquet
-from chaos_support import (
-    REFERENCE_MODEL,
-    assert_checkpoint_sound,
-    staging_of,
-)
+from batch_support import cli_command, invoke, read_rows, staging_of, write_parquet
+from chaos_support import REFERENCE_MODEL, assert_checkpoint_sound
 
 from llvm_batch.server import Faults, reference_output
 

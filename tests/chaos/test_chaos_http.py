@@ -14,16 +14,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 from aiohttp import web
-from batch_support import invoke, read_rows, write_parquet
-from chaos_support import (
-    MODEL,
-    by_prompt,
-    committed_rows,
-    posts,
-    run_args,
-    staging_of,
-    status,
-)
+from batch_support import committed_rows, invoke, read_rows, staging_of, write_parquet
+from chaos_support import MODEL, by_prompt, posts, run_args, status
 
 from llvm_batch.server import reference_output
 

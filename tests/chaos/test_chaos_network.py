@@ -11,19 +11,24 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from batch_support import invoke, prompts_table, read_rows, write_parquet
+from batch_support import (
+    committed_rows,
+    invoke,
+    prompts_table,
+    read_rows,
+    staging_of,
+    wait_until,
+    write_parquet,
+)
 from chaos_support import (
     MODEL,
     REFERENCE_MODEL,
     by_prompt,
     committed_ids,
-    committed_rows,
     cut_short,
     hold_until_gone,
     run_args,
-    staging_of,
     trickle,
-    wait_until,
 )
 
 from llvm_batch.server import Faults, ServerThread, reference_output

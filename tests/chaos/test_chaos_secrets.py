@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from aiohttp import web
-from batch_support import read_rows, run_cli, write_parquet
-from chaos_support import MODEL, by_prompt, run_args, staging_of
+from batch_support import read_rows, run_cli, staging_of, write_parquet
+from chaos_support import MODEL, by_prompt, run_args
 
 from llvm_batch import InputError
 from llvm_batch.batch import run_batch
