@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 import traceback
 from pathlib import Path
 from typing import IO, Any
@@ -121,6 +122,7 @@ class AirflowDriver:
             text=True,
         )
         self._answers: queue.Queue[str | None] = queue.Queue()
+        self._sent = 0  # commands are numbered; an answer names the command it answers
         self._reader = threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True)
         self._reader.start()
 
@@ -131,19 +133,25 @@ class AirflowDriver:
 
     def send(self, command: str, **args: Any) -> None:
         assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps({"command": command, **args}) + "\n")
+        self._sent += 1
+        self.proc.stdin.write(json.dumps({"command": command, "id": self._sent, **args}) + "\n")
         self.proc.stdin.flush()
 
     def receive(self, timeout: float = 120) -> dict[str, Any]:
-        try:
-            line = self._answers.get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError(
-                f"no answer from Airflow in {timeout} s; log: {self.log}"
-            ) from None
-        if line is None:
-            raise AssertionError(f"the Airflow driver died; log tail:\n{self.log_tail()}")
-        answer: dict[str, Any] = json.loads(line)
+        """The answer to the last command sent; late answers to earlier ones are dropped."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._answers.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(
+                    f"no answer from Airflow in {timeout} s; log: {self.log}"
+                ) from None
+            if line is None:
+                raise AssertionError(f"the Airflow driver died; log tail:\n{self.log_tail()}")
+            answer: dict[str, Any] = json.loads(line)
+            if answer.pop("id", None) == self._sent:
+                break
         if "error" in answer:
             raise AssertionError(f"Airflow driver error:\n{answer['error']}")
         return answer
@@ -232,11 +240,12 @@ def _serve() -> None:
     os.dup2(2, 1)  # Airflow's and the tasks' logs must not mix with the answers
     for line in sys.stdin:
         request = json.loads(line)
+        number = request.pop("id")
         try:
             answer = COMMANDS[request.pop("command")](**request)
         except Exception:
             answer = {"error": traceback.format_exc()}
-        answers.write(json.dumps(answer, default=str) + "\n")
+        answers.write(json.dumps({**answer, "id": number}, default=str) + "\n")
 
 
 if __name__ == "__main__":

@@ -76,6 +76,11 @@ def _discard(path: str) -> None:
         pass
 
 
+#: Rows (or bytes, whichever comes first) gathered into one row group of a Parquet output.
+ROW_GROUP_ROWS = 64 * 1024
+ROW_GROUP_BYTES = 64 * 1024 * 1024
+
+
 class OutputWriter:
     """Streams tables into the final output file, renamed into place by :meth:`commit`."""
 
@@ -93,6 +98,9 @@ class OutputWriter:
         self._tmp = tmp_name(path)
         self._handle: IO[bytes] = open(self._tmp, "wb")
         self._parquet: pq.ParquetWriter | None = None
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+        self._pending_bytes = 0
         self._csv: pacsv.CSVWriter | None = None
         if fmt == "parquet":
             meta = dict(schema.metadata or {})
@@ -108,17 +116,35 @@ class OutputWriter:
     def write(self, table: pa.Table) -> None:
         self.rows += table.num_rows
         if self._parquet is not None:
-            self._parquet.write_table(table.replace_schema_metadata(self._parquet.schema.metadata))
+            # Parts are small (a chunk, or less); written one by one they would each make a
+            # row group, whose metadata the writer keeps until close: memory growing with
+            # the row count, and a file slow to read. Gather them into big row groups.
+            self._pending.append(table)
+            self._pending_rows += table.num_rows
+            self._pending_bytes += table.nbytes
+            if self._pending_rows >= ROW_GROUP_ROWS or self._pending_bytes >= ROW_GROUP_BYTES:
+                self._flush_row_group()
         elif self._csv is not None:
             self._csv.write_table(_flatten_for_csv(table, self._csv_schema))
         else:
             self._handle.write(_jsonl(table))
+
+    def _flush_row_group(self) -> None:
+        if self._parquet is None or not self._pending:
+            return
+        table = pa.concat_tables(self._pending)
+        self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
+        self._parquet.write_table(
+            table.replace_schema_metadata(self._parquet.schema.metadata),
+            row_group_size=max(1, table.num_rows),
+        )
 
     def commit(self) -> None:
         """Finish the file and rename it over ``path``."""
         if self.rows == 0:
             self.write(self.schema.empty_table())
         if self._parquet is not None:
+            self._flush_row_group()
             self._parquet.close()
         elif self._csv is not None:
             self._csv.close()
