@@ -18,7 +18,7 @@ One run of this script:
 
 It is a benchmark, not a test: it exits 0 unless something crashed, and prints PASS/FAIL lines.
 
-    python benchmarks/throughput.py [--rows 50000] [--concurrency 32] [--repeat 5]
+    python benchmarks/throughput.py [--rows 100000] [--concurrency 32] [--repeat 5]
                                     [--memory-rows 1000000] [--skip-memory] [--json PATH]
 """
 
@@ -221,7 +221,7 @@ def measure_memory(tmp: str, server: ServerProcess, rows: int, concurrency: int)
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=50_000, help="rows of the throughput file")
+    parser.add_argument("--rows", type=int, default=100_000, help="rows of the throughput file")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--repeat", type=int, default=5, help="alternating runs of each; best kept")
     parser.add_argument(

@@ -17,6 +17,7 @@ from .errors import (
     ModelNotFoundError,
     QueueFullError,
     RateLimitError,
+    RedirectError,
     ResumeMismatchError,
     ServerError,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "Priority",
     "QueueFullError",
     "RateLimitError",
+    "RedirectError",
     "ResumeMismatchError",
     "RetryPolicy",
     "RunSummary",

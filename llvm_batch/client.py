@@ -1,14 +1,13 @@
-"""AsyncLLVMClient: the one engine that talks to an LLVM server (the only aiohttp importer).
+"""AsyncLLVMClient: the one engine that talks to an LLVM server.
 
 Each call goes: scheduler slot (priority, concurrency, pacing) -> breaker check -> one HTTP
-attempt -> outcome to the breaker -> retry decision -> backoff sleep without a slot.
-aiohttp exceptions are translated into the llvm-batch tree in :func:`_translate`, only.
+attempt (:class:`~llvm_batch.transport.Transport`, the aiohttp side) -> outcome to the
+breaker -> retry decision -> backoff sleep without a slot.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random as _random
 import time
@@ -17,23 +16,9 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-import aiohttp
-
-from . import protocol
+from . import codec, protocol
 from .breaker import CircuitBreaker
-from .errors import (
-    CircuitOpenError,
-    InvalidResponseError,
-    LLVMConnectionError,
-    LLVMError,
-    LLVMTimeoutError,
-    RateLimitError,
-    ServerError,
-    excerpt,
-    is_retryable_status,
-    redact,
-    status_error_class,
-)
+from .errors import CircuitOpenError, LLVMError, RateLimitError, ServerError
 from .options import (
     DEFAULT_MAX_CONCURRENT_REQUESTS,
     DEFAULT_MAX_RETRIES,
@@ -45,8 +30,9 @@ from .options import (
     Priority,
     resolve_config,
 )
-from .retry import RetryPolicy, parse_retry_after
+from .retry import RetryPolicy
 from .scheduler import Scheduler
+from .transport import Transport
 
 logger = logging.getLogger("llvm_batch")
 
@@ -130,8 +116,7 @@ class AsyncLLVMClient:
             max_rps=max_rps,
             debug=debug,
         )
-        self._api_key = self.config.api_key
-        self._root = self.config.api_root
+        self._transport = Transport(self.config, wall_clock)
         self._clock = clock
         self._sleep = sleep
         self._wall_clock = wall_clock
@@ -150,17 +135,15 @@ class AsyncLLVMClient:
             sleep=sleep,
         )
         self._breaker = CircuitBreaker(self.config.breaker, clock) if self.config.breaker else None
-        self._session: aiohttp.ClientSession | None = None
         self._debug = self.config.debug
         if self._debug:
             logger.setLevel(logging.DEBUG)
-        self.request_count = 0
         self.retry_count = 0
 
     def __repr__(self) -> str:
-        key = "set" if self._api_key else "unset"
+        key = "set" if self._transport.api_key else "unset"
         return (
-            f"<{type(self).__name__} base_url={self._root!r} "
+            f"<{type(self).__name__} base_url={self._transport.root!r} "
             f"default_model={self.config.default_model!r} api_key={key}>"
         )
 
@@ -168,11 +151,11 @@ class AsyncLLVMClient:
 
     def set_api_key(self, api_key: str | None) -> None:
         """Use ``api_key`` for the following requests (None to send no key)."""
-        self._api_key = api_key or None
+        self._transport.api_key = api_key or None
 
     def get_api_key(self) -> str | None:
         """The API key in use, or None."""
-        return self._api_key
+        return self._transport.api_key
 
     def get_default_model(self) -> str | None:
         """The model used when a call passes none."""
@@ -189,6 +172,11 @@ class AsyncLLVMClient:
         return model
 
     # -- state ---------------------------------------------------------------------------
+
+    @property
+    def request_count(self) -> int:
+        """HTTP exchanges that got an answer (of any status)."""
+        return self._transport.request_count
 
     @property
     def queue_depth(self) -> int:
@@ -235,18 +223,9 @@ class AsyncLLVMClient:
 
     async def aclose(self) -> None:
         """Close the HTTP session; the client can open a new one if used again."""
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
+        await self._transport.close()
 
     close = aclose
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            timeout = aiohttp.ClientTimeout(total=self.config.timeout)
-            connector = aiohttp.TCPConnector(limit=max(100, self.config.max_concurrent_requests))
-            self._session = aiohttp.ClientSession(timeout=timeout, connector=connector)
-        return self._session
 
     # -- protocol operations -------------------------------------------------------------
 
@@ -332,7 +311,7 @@ class AsyncLLVMClient:
         level = Priority.parse(priority)
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         # Encoded once, for every attempt.
-        data = None if call.body is None else json.dumps(call.body).encode()
+        data = None if call.body is None else codec.dumps(call.body)
         outcome = Outcome()
         started = self._clock()
         scheduler = self._scheduler
@@ -346,7 +325,9 @@ class AsyncLLVMClient:
                 outcome.attempts += 1
                 attempt_start = self._clock()
                 try:
-                    outcome.value, outcome.http_status = await self._attempt(call, data, headers)
+                    outcome.value, outcome.http_status = await self._transport.exchange(
+                        call, data, headers
+                    )
                 except LLVMError as exc:
                     # Drop the attempt's frames: their locals hold raw answers, which may echo
                     # the API key into any traceback printed with locals.
@@ -424,87 +405,3 @@ class AsyncLLVMClient:
                 duration_ms,
                 what,
             )
-
-    async def _attempt(
-        self, call: protocol.Call, data: bytes | None, extra_headers: Mapping[str, str] | None
-    ) -> tuple[Any, int]:
-        session = self._get_session()
-        try:
-            async with session.request(
-                call.method,
-                self._root + call.path,
-                data=data,
-                headers=self._headers(data is not None, extra_headers),
-            ) as response:
-                body = await response.read()
-                status = response.status
-                reason = response.reason
-                retry_after = response.headers.get("Retry-After")
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise _translate(exc, call, self._api_key) from exc.with_traceback(None)
-        self.request_count += 1
-        if not 200 <= status < 300:
-            raise self._status_error(call, status, reason, body, retry_after)
-        try:
-            data = protocol.check_answer(protocol.parse_json(body, call), call)
-        except InvalidResponseError as error:
-            # The server did answer: keep its status and what it said, as for error statuses.
-            error.status = status
-            text = body.decode("utf-8", errors="replace")
-            error.body = excerpt(redact(text, (self._api_key,))) or None
-            raise
-        return data, status
-
-    def _headers(self, has_body: bool, extra: Mapping[str, str] | None) -> dict[str, str]:
-        headers = {"Accept": "application/json"}
-        if has_body:
-            headers["Content-Type"] = "application/json"
-        if self._api_key:
-            headers["Authorization"] = "Bearer " + self._api_key
-        if extra:
-            headers.update(extra)
-        return headers
-
-    def _status_error(
-        self,
-        call: protocol.Call,
-        status: int,
-        reason: str | None,
-        body: bytes,
-        retry_after: str | None,
-    ) -> LLVMError:
-        secrets = (self._api_key,)
-        text = body.decode("utf-8", errors="replace")
-        cls = status_error_class(status)
-        return cls(
-            excerpt(redact(protocol.error_message(status, reason, text), secrets)),
-            operation=call.operation,
-            model=call.model,
-            status=status,
-            body=excerpt(redact(text, secrets)) or None,
-            retry_after=parse_retry_after(retry_after, self._wall_clock()),
-            retryable=is_retryable_status(status),
-        )
-
-
-def _translate(exc: BaseException, call: protocol.Call, api_key: str | None) -> LLVMError:
-    """The llvm-batch error for an aiohttp/OS failure; never copies request headers."""
-    detail = redact(str(exc) or type(exc).__name__, (api_key,))
-    context: dict[str, Any] = {"operation": call.operation, "model": call.model}
-    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
-        return LLVMTimeoutError("the server did not answer in time", **context)
-    if isinstance(exc, aiohttp.ClientSSLError):
-        return LLVMConnectionError(f"TLS error: {detail}", retryable=False, **context)
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return LLVMConnectionError(f"could not resolve the host: {detail}", **context)
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return LLVMConnectionError(f"could not connect: {detail}", **context)
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return LLVMConnectionError("the server closed the connection without answering", **context)
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return LLVMConnectionError(f"the answer was cut short: {detail}", **context)
-    if isinstance(exc, aiohttp.InvalidURL):
-        return LLVMConnectionError(f"invalid URL: {detail}", retryable=False, **context)
-    if isinstance(exc, aiohttp.ClientResponseError):
-        return InvalidResponseError(f"malformed HTTP answer: {detail}", **context)
-    return LLVMConnectionError(f"connection failed: {detail}", **context)

@@ -7,6 +7,7 @@
     │   ├── BadRequestError                     400, 422 and other 4xx: not retried
     │   ├── AuthenticationError                 401, 403: not retried
     │   ├── ModelNotFoundError                  404: not retried
+    │   ├── RedirectError                       301/302/303 turning a POST into a GET
     │   ├── RateLimitError                      429: retried, Retry-After honoured
     │   └── ServerError                         5xx: retried
     ├── InvalidResponseError (ValueError)       a 2xx whose body is not the expected JSON
@@ -142,6 +143,16 @@ class ModelNotFoundError(HTTPStatusError):
     """The server does not know the model (404)."""
 
     error_type = "model_not_found"
+
+
+class RedirectError(HTTPStatusError):
+    """The server redirected a POST with 301/302/303, which would resend it as a body-less GET.
+
+    307 and 308 keep the method and body and are followed; these are not: point the base URL
+    at the new address instead.
+    """
+
+    error_type = "redirect"
 
 
 class RateLimitError(HTTPStatusError):

@@ -109,7 +109,11 @@ class AppServer:
         return f"http://{self.host}:{self.port}"
 
     async def start(self) -> AppServer:
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        # In-flight requests get a second to finish on stop; busy keep-alive clients must not
+        # hold a stopping server open (aiohttp waits up to a minute by default).
+        self._runner = web.AppRunner(
+            self.app, access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         await site.start()

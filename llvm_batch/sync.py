@@ -8,6 +8,7 @@ one background loop of its own, so its HTTP session outlives each call.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Coroutine, Mapping, Sequence
 from concurrent.futures import Future
@@ -17,14 +18,38 @@ from typing import Any, TypeVar
 from .client import AsyncLLVMClient, ClientStats
 from .options import Priority
 
+try:  # a faster event loop, where it is installed (not on Windows)
+    import uvloop
+except ImportError:  # pragma: no cover - depends on the platform
+    uvloop = None  # type: ignore[assignment]
+
 T = TypeVar("T")
+
+#: ``LLVM_BATCH_EVENT_LOOP=asyncio`` keeps the standard library's loop even with uvloop.
+ENV_EVENT_LOOP = "LLVM_BATCH_EVENT_LOOP"
+
+
+def _use_uvloop() -> bool:
+    return uvloop is not None and os.environ.get(ENV_EVENT_LOOP, "").lower() != "asyncio"
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """A new event loop: uvloop's where available, else the standard library's."""
+    return uvloop.new_event_loop() if _use_uvloop() else asyncio.new_event_loop()
+
+
+def run_loop(coro: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(coro)`` on a loop from :func:`new_event_loop`."""
+    if _use_uvloop():
+        return uvloop.run(coro)
+    return asyncio.run(coro)
 
 
 class LoopThread:
     """An event loop running forever on a daemon thread; coroutines are submitted to it."""
 
     def __init__(self, name: str = "llvm-batch-loop") -> None:
-        self.loop = asyncio.new_event_loop()
+        self.loop = new_event_loop()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -60,13 +85,13 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro`` to completion, whether or not this thread already runs an event loop."""
     if _running_loop() is None:
-        return asyncio.run(coro)
+        return run_loop(coro)
     result: list[T] = []
     errors: list[BaseException] = []
 
     def target() -> None:
         try:
-            result.append(asyncio.run(coro))
+            result.append(run_loop(coro))
         except BaseException as exc:  # handed to the caller's thread below
             errors.append(exc)
 

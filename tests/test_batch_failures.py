@@ -287,3 +287,33 @@ def test_a_429_with_retry_after_pauses_every_row_not_just_one(tmp_path: Path) ->
     during_pause = [t for t in arrivals[3:] if t < limited + pause - 0.02]
     assert during_pause == []
     assert len(arrivals) == 41
+
+
+def test_a_row_waiting_out_its_backoff_does_not_hold_up_the_others(
+    tmp_path: Path, scripted_thread, reply
+) -> None:
+    # One slot, one worker: while "question 0" waits a second before its retry, a stand-in
+    # worker sends every other row, and the retry comes last.
+    first = threading.Event()
+
+    def once_unavailable(seen, request):
+        if seen.method == "POST" and seen.inputs == "question 0" and not first.is_set():
+            first.set()
+            return reply(503, "busy", **{"Retry-After": "1"})
+        return None
+
+    app = scripted_thread(once_unavailable)
+    source = write_parquet(tmp_path / "in.parquet", prompts_table(40))
+    out = tmp_path / "out.parquet"
+
+    started = time.monotonic()
+    summary = run_batch(
+        source, out, model="m1", base_url=app.url, concurrency=1, max_retries=2, **FAST
+    )
+
+    assert time.monotonic() - started >= 1.0
+    assert app.inputs == ["question 0", *(f"question {i}" for i in range(1, 40)), "question 0"]
+    rows = read_rows(out)
+    assert [r["llvm_status"] for r in rows] == ["ok"] * 40
+    assert rows[0]["llvm_attempts"] == 2 and rows[0]["llvm_retry_wait_s"] >= 1.0
+    assert summary.requests == 1 + 41  # the model check, then the rows

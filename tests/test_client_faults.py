@@ -17,6 +17,7 @@ from llvm_batch import (
     LLVMTimeoutError,
     ModelNotFoundError,
     RateLimitError,
+    RedirectError,
     ServerError,
     protocol,
 )
@@ -337,3 +338,38 @@ def test_a_huge_error_body_is_cut_to_a_bounded_excerpt(scripted, fake_time, huge
     assert len(error.message) < 350
     assert len(str(error)) < 1000
     assert len(repr(error)) < 1100
+
+
+@pytest.mark.parametrize("code", [301, 302, 303])
+def test_a_redirect_that_turns_a_post_into_a_get_is_an_error_and_not_retried(
+    scripted, fake_time, code
+) -> None:
+    def moved(seen, request):
+        if seen.method == "POST":
+            return web.Response(status=code, headers={"Location": "/v2/elsewhere"})
+        return web.json_response({"outputs": "an answer to some other question"})
+
+    app, error = asyncio.run(attempt(scripted, fake_time, moved))
+
+    assert isinstance(error, RedirectError)
+    assert (error.status, error.error_type, error.retryable, error.attempts) == (
+        code,
+        "redirect",
+        False,
+        1,
+    )
+    assert f"to {app.url}/v2/elsewhere (HTTP {code})" in str(error)
+    assert [s.method for s in app.seen] == ["POST", "GET"]  # once: no retry
+    assert fake_time.sleeps == []
+
+
+def test_a_redirected_get_is_followed(scripted, fake_time) -> None:
+    def moved(seen, request):
+        if seen.path == "/models":
+            return web.Response(status=302, headers={"Location": "/models?page=1"})
+        return None
+
+    app, models = asyncio.run(attempt(scripted, fake_time, moved, call=lambda c: c.list_models()))
+
+    assert models == ["m1", "m2"]
+    assert [s.path for s in app.seen] == ["/models", "/models?page=1"]

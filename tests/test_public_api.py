@@ -121,13 +121,13 @@ def test_base_modules_import_only_the_stdlib_and_lower_layers(module) -> None:
     assert {name for name in imported if name.startswith(".")} <= BASE_AND_POLICY[module]
 
 
-def test_aiohttp_is_imported_by_the_client_and_the_reference_server_only() -> None:
+def test_aiohttp_is_imported_by_the_transport_and_the_reference_server_only() -> None:
     importers = sorted(
         path.relative_to(PACKAGE).as_posix()
         for path in PACKAGE.rglob("*.py")
         if "aiohttp" in imports_of(path)
     )
-    assert importers == ["client.py", "server.py"]
+    assert importers == ["server.py", "transport.py"]
 
 
 def test_the_package_ships_its_type_marker() -> None:

@@ -84,10 +84,10 @@ def test_sync_client_keeps_one_session_across_calls(server) -> None:
     with LLVMClient(server.url) as client:
         for i in range(3):
             client.run_inference(MODEL, f"q{i}")
-        session = client.async_client._session
+        session = client.async_client._transport._session
         assert session is not None and not session.closed
         client.list_models()
-        assert client.async_client._session is session
+        assert client.async_client._transport._session is session
     assert session.closed
     assert client.loop_thread.loop.is_closed()
 
@@ -158,3 +158,25 @@ def test_run_sync_drives_the_async_client_inside_a_loop(server) -> None:
         return run_sync(use_client())
 
     assert asyncio.run(cell()) == run_sync(use_client()) == ["llvm-model-1", "llvm-model-2"]
+
+
+async def _loop_kind() -> str:
+    return type(asyncio.get_running_loop()).__module__.split(".")[0]
+
+
+def test_run_sync_runs_on_uvloop_unless_told_to_use_asyncio(monkeypatch) -> None:
+    from llvm_batch.sync import ENV_EVENT_LOOP, run_sync
+
+    assert run_sync(_loop_kind()) == "uvloop"
+    monkeypatch.setenv(ENV_EVENT_LOOP, "asyncio")
+    assert run_sync(_loop_kind()) == "asyncio"
+
+
+def test_the_sync_client_answers_on_either_loop(server, monkeypatch) -> None:
+    from llvm_batch.sync import ENV_EVENT_LOOP
+
+    for kind in ("uvloop", "asyncio"):
+        monkeypatch.setenv(ENV_EVENT_LOOP, kind)
+        with LLVMClient(server.url) as client:
+            assert type(client.loop_thread.loop).__module__.split(".")[0] == kind
+            assert client.run_inference(MODEL, "hi")["outputs"] == reference_output(MODEL, "hi")

@@ -6,12 +6,12 @@ Arrow columns appended to the input's columns.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import pyarrow as pa
 
+from .. import codec
 from ..client import Outcome
 from ..errors import LLVMError, excerpt
 
@@ -81,7 +81,7 @@ def from_outcome(outcome: Outcome, model: str, *, chat: bool = False) -> RowResu
     answer = outcome.value
     output = answer.get("outputs")
     if output is not None and not isinstance(output, str):
-        output = json.dumps(output, ensure_ascii=False, separators=(",", ":"))
+        output = codec.dumps_text(output)
     return RowResult(
         output,
         STATUS_OK,
@@ -124,11 +124,9 @@ def _metadata(answer: dict[str, Any]) -> str | None:
             extra["metadata"] = meta
     if not extra:
         return None
-    return _METADATA_JSON.encode(extra)
+    return codec.dumps_text(extra)
 
 
-# One encoder for every row: json.dumps with options builds a new one per call.
-_METADATA_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
 _ANSWER_KEYS = frozenset({"outputs", "model_id", "metadata"})
 
 

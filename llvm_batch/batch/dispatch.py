@@ -3,7 +3,8 @@
 Shared by the file runner and the DataFrame accessor. A row refused by an open breaker, or
 failing on the server's side while the breaker is not closed, is held and sent again rather
 than failed; a run blocked longer than its outage budget stops as incomplete. A refused API
-key or a vanished model stops the run at once instead of failing every row in turn.
+key, a vanished model or a server that redirects its POSTs elsewhere stops the run at once
+instead of failing every row in turn.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ..errors import (
     InputError,
     LLVMError,
     ModelNotFoundError,
+    RedirectError,
 )
 from ..options import Priority
 from . import columns as cols
@@ -27,6 +29,8 @@ from .prompts import Request
 from .summary import EXIT_INCOMPLETE
 
 HOLD_POLL_S = 0.25
+#: Errors that every following row would meet as well.
+STOPPING_ERRORS = (AuthenticationError, ModelNotFoundError, RedirectError)
 
 
 class Dispatcher:
@@ -109,13 +113,10 @@ class Dispatcher:
                     return None
                 outcome = await self.client.send(call, priority=self.priority, idempotency_key=key)
                 continue
-            if isinstance(error, (AuthenticationError, ModelNotFoundError)):
-                what = (
-                    "the API key was refused"
-                    if isinstance(error, AuthenticationError)
-                    else f"model {self.model!r} disappeared"
-                )
-                self.stop(EXIT_INCOMPLETE, f"{what}: {error}")
+            if isinstance(error, STOPPING_ERRORS):
+                # The same answer awaits every row: stop early, resumable, instead of failing
+                # each one.
+                self.stop(EXIT_INCOMPLETE, f"{self._stop_reason(error)}: {error}")
                 return None
             if error is None:
                 self._blocked_since = None
@@ -125,6 +126,13 @@ class Dispatcher:
                 outcome.http_status,
             )
             return cols.from_outcome(total, self.model)
+
+    def _stop_reason(self, error: LLVMError) -> str:
+        if isinstance(error, AuthenticationError):
+            return "the API key was refused"
+        if isinstance(error, RedirectError):
+            return "the server moved"
+        return f"model {self.model!r} disappeared"
 
     def _note_failure(self, error: LLVMError | None) -> None:
         """Remember the last real failure, to say why a server is unavailable."""

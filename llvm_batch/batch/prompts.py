@@ -11,7 +11,7 @@ import json
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 
@@ -21,8 +21,7 @@ from ..errors import InputError
 OPTION_NAMES = ("max_tokens", "temperature", "top_k", "top_p", "params")
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(NamedTuple):
     """What one row sends: the inference ``inputs`` and the options given for it."""
 
     inputs: Any

@@ -43,6 +43,7 @@ from .summary import (
     INTERRUPTED,
     RunSummary,
 )
+from .workers import WorkerPool
 
 PREVIEW_ROWS = 5
 MAX_OPEN_CHUNKS = 32
@@ -86,7 +87,9 @@ class BatchRun:
         self._commit_wanted = asyncio.Event()
         # A fixed pool of workers pulls rows from a feed with backpressure: no task per row,
         # and enough workers that rows sleeping in backoff leave slots busy.
-        self._workers: list[asyncio.Task[None]] = []
+        self._pool = WorkerPool(
+            self._worker, size=self.opts.concurrency, limit=self.opts.concurrency * 4 + 32
+        )
         self._rows: RowFeed[tuple[Chunk, int, Request]] = RowFeed(low=self._window())
 
     # -- the whole run -------------------------------------------------------------------
@@ -129,8 +132,9 @@ class BatchRun:
                 timeout=self.opts.timeout,
                 max_rps=self.opts.max_rps,
                 breaker=self.opts.breaker,
-                queue_size=self._window(),
+                queue_size=self._pool.limit,
                 debug=self.opts.debug,
+                sleep=self._pool.sleep,
             )
             async with client:
                 self.client = client
@@ -185,7 +189,7 @@ class BatchRun:
             yield server.url
 
     def _window(self) -> int:
-        """Rows handed to the client at once: enough to keep every slot busy, no more."""
+        """Rows queued for the workers: enough to keep every slot busy, no more."""
         return self.opts.concurrency * 2 + 16
 
     def _setup_columns(self) -> None:
@@ -264,7 +268,7 @@ class BatchRun:
         self.progress.advance(0)
         if self.summary.resumed:
             self.progress.advance(self.summary.resumed)
-        self._workers = [asyncio.create_task(self._worker()) for _ in range(self._window())]
+        self._pool.start()
         self._chunk_room = asyncio.Condition()
         committer = asyncio.create_task(self._committer())
         restore = on_stop_signals(self.dispatcher.stop)
@@ -272,7 +276,7 @@ class BatchRun:
             await self._dispatch()
             if self.dispatcher.stop_code is None:
                 self._rows.close()
-            await asyncio.gather(*self._workers, return_exceptions=True)
+            await self._pool.join()
         finally:
             restore()
             self._finished.set()
@@ -326,19 +330,24 @@ class BatchRun:
         self._rows.put_many(sendable)
         await self._rows.wait_for_room()
 
-    async def _worker(self) -> None:
+    async def _worker(self, pool: WorkerPool) -> None:
         rows, send, prefix = self._rows, self.dispatcher.send, self._key_prefix
         while (item := await rows.get()) is not None:
             chunk, offset, request = item
             result = await send(request, f"{prefix}-{chunk.start + offset}")
-            if result is not None:
-                self._finish(chunk, offset, result)
+            if result is None:
+                # The run stopped. Said here too, not only by cancelling: on Python 3.11
+                # asyncio.wait_for can swallow a cancel that lands as its wait ends.
+                return
+            self._finish(chunk, offset, result)
+            if pool.retire():
+                return
 
     def _cancel_rows(self) -> None:
         """The run stops: drop rows in flight and queued (they run again on resume)."""
-        for task in self._workers:
-            task.cancel()
+        self._pool.cancel()
         self._rows.clear()
+        self._rows.close()  # a worker that missed its cancel finds no row, not a wait
         self._commit_wanted.set()
 
     def _kept_rows(self, batch: pa.RecordBatch) -> dict[int, cols.RowResult]:
