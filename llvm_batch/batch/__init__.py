@@ -6,7 +6,8 @@ from typing import Any
 
 from ..sync import run_sync
 from .config import BatchOptions
-from .runner import BatchRun, default_output
+from .runner import BatchRun
+from .sinks import default_output
 from .summary import RunSummary
 
 

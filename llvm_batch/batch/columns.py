@@ -137,3 +137,17 @@ def row_from_columns(values: Sequence[Any]) -> RowResult:
     out[6] = out[6] or 0.0
     out[7] = out[7] or 0.0
     return RowResult(*out)
+
+
+def kept_results(batch: pa.RecordBatch, prefix: str = DEFAULT_PREFIX) -> dict[int, RowResult]:
+    """The results an earlier output already holds, by row offset, for rows not in error.
+
+    ``--retry-errors`` keeps these as they are and sends the others again.
+    """
+    values = [batch.column(name).to_pylist() for name in result_names(prefix)]
+    status = values[1]
+    return {
+        i: row_from_columns([column[i] for column in values])
+        for i in range(batch.num_rows)
+        if status[i] != STATUS_ERROR
+    }

@@ -18,22 +18,22 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ..client import AsyncLLVMClient
 from ..errors import InputError
 from ..options import ENV_DEFAULT_MODEL, Priority
 from . import columns as cols
-from .checkpoint import ROW_COLUMN, Checkpoint
+from .checkpoint import Checkpoint
 from .chunk import Chunk
 from .config import BatchOptions
 from .dispatch import Dispatcher
 from .feed import RowFeed
+from .layout import plan_columns
 from .progress import Progress
 from .prompts import Request
 from .signals import on_stop_signals
-from .sinks import OutputWriter, read_output_metadata
-from .sources import Source, detect_format, is_url, local_path
+from .sinks import OutputWriter, default_output, read_output_metadata, write_output
+from .sources import Source, detect_format, local_path
 from .summary import (
     ALREADY_DONE,
     COMPLETE,
@@ -47,17 +47,6 @@ from .workers import WorkerPool
 
 PREVIEW_ROWS = 5
 MAX_OPEN_CHUNKS = 32
-
-
-def default_output(input_path: str) -> str:
-    """``<stem>.llvm.parquet`` beside a local input (in the working directory for a URL)."""
-    name = input_path.rstrip("/").rsplit("/", 1)[-1]
-    for ext in (".gz", ".bz2", ".zst", ".xz"):
-        name = name.removesuffix(ext)
-    stem = os.path.splitext(name)[0] or "output"
-    if is_url(input_path):
-        return f"{stem}.llvm.parquet"
-    return os.path.join(os.path.dirname(local_path(input_path)), f"{stem}.llvm.parquet")
 
 
 class BatchRun:
@@ -85,8 +74,8 @@ class BatchRun:
         self._finished = asyncio.Event()
         self._open: dict[int, Chunk] = {}
         self._commit_wanted = asyncio.Event()
-        # A fixed pool of workers pulls rows from a feed with backpressure: no task per row,
-        # and enough workers that rows sleeping in backoff leave slots busy.
+        # Workers (one per slot, plus stand-ins for rows in backoff) pull rows from a feed
+        # with backpressure: no task per row.
         self._pool = WorkerPool(
             self._worker, size=self.opts.concurrency, limit=self.opts.concurrency * 4 + 32
         )
@@ -193,35 +182,10 @@ class BatchRun:
         return self.opts.concurrency * 2 + 16
 
     def _setup_columns(self) -> None:
-        given = self.source.schema.names
-        twice = sorted({n for n in given if given.count(n) > 1})
-        if twice:
-            raise InputError(
-                f"input {self.source.path!r} has more than one column named "
-                f"{', '.join(repr(n) for n in twice)}; give each column its own name"
-            )
-        if ROW_COLUMN in given:
-            raise InputError(
-                f"input {self.source.path!r} has a column named {ROW_COLUMN!r}, a name "
-                "llvm-batch keeps for itself; rename that column"
-            )
-        names = set(cols.result_names(self.opts.prefix))
-        self.input_columns = [n for n in self.source.schema.names if n not in names]
-        if self.opts.retry_errors and self.opts.prefix + "status" not in self.source.schema.names:
-            raise InputError(
-                f"{self.source.path!r} has no {self.opts.prefix}status column: "
-                "--retry-errors works on an output of llvm-batch run"
-            )
-        clash = names & set(self.source.schema.names)
-        if clash and not self.opts.retry_errors:
-            raise InputError(
-                f"the input already has result column(s) {', '.join(sorted(clash))}; "
-                "use --retry-errors to re-run its failed rows, or --prefix to name new ones"
-            )
-        self.input_schema = pa.schema([self.source.schema.field(n) for n in self.input_columns])
-        self.output_schema = pa.schema(
-            list(self.input_schema) + list(cols.result_schema(self.opts.prefix))
+        plan = plan_columns(
+            self.source.schema, self.source.path, self.opts.prefix, self.opts.retry_errors
         )
+        self.input_columns, self.input_schema, self.output_schema = plan
 
     # -- before sending ------------------------------------------------------------------
 
@@ -315,7 +279,7 @@ class BatchRun:
             await self._submit_chunk(chunk, batch, done)
 
     async def _submit_chunk(self, chunk: Chunk, batch: pa.RecordBatch, done: set[int]) -> None:
-        kept = self._kept_rows(batch) if self.opts.retry_errors else {}
+        kept = cols.kept_results(batch, self.opts.prefix) if self.opts.retry_errors else {}
         requests = self.spec.render(batch)
         sendable = []
         for offset, request in enumerate(requests):
@@ -349,16 +313,6 @@ class BatchRun:
         self._rows.clear()
         self._rows.close()  # a worker that missed its cancel finds no row, not a wait
         self._commit_wanted.set()
-
-    def _kept_rows(self, batch: pa.RecordBatch) -> dict[int, cols.RowResult]:
-        names = cols.result_names(self.opts.prefix)
-        values = [batch.column(n).to_pylist() for n in names]
-        status = values[1]
-        return {
-            i: cols.row_from_columns([column[i] for column in values])
-            for i in range(batch.num_rows)
-            if status[i] != cols.STATUS_ERROR
-        }
 
     def _finish(self, chunk: Chunk, offset: int, result: cols.RowResult, counted: str = "") -> None:
         chunk.finish(offset, result, self._clock())
@@ -430,22 +384,19 @@ class BatchRun:
 
     def _finalize(self, fingerprint: dict[str, Any]) -> None:
         """Assemble the parts, in row order, into the output file; drop the staging directory."""
-        meta = {"input": fingerprint["input"], "rows": self.summary.rows}
-        writer = OutputWriter(
-            local_path(self.output_path), self.output_format, self.output_schema, metadata=meta
+        prefix = self.opts.prefix
+        counts = write_output(
+            self.checkpoint.assembled(self.output_schema),
+            OutputWriter(
+                local_path(self.output_path),
+                self.output_format,
+                self.output_schema,
+                metadata={"input": fingerprint["input"], "rows": self.summary.rows},
+            ),
+            count=(prefix + "status", prefix + "error_type"),
         )
-        statuses: Counter[str] = Counter()
-        errors: Counter[str] = Counter()
-        try:
-            for table in self.checkpoint.assembled(self.output_schema):
-                writer.write(table)
-                statuses.update(_counts(table.column(self.opts.prefix + "status")))
-                errors.update(_counts(table.column(self.opts.prefix + "error_type")))
-            writer.commit()
-        except BaseException:
-            writer.abort()
-            raise
         self.checkpoint.remove()
+        statuses, errors = counts[prefix + "status"], counts[prefix + "error_type"]
         self.summary.ok = statuses.get(cols.STATUS_OK, 0)
         self.summary.error = statuses.get(cols.STATUS_ERROR, 0)
         self.summary.skipped = statuses.get(cols.STATUS_SKIPPED, 0)
@@ -455,14 +406,6 @@ class BatchRun:
 
 def _why(exc: OSError) -> str:
     return exc.strerror or str(exc) or type(exc).__name__
-
-
-def _counts(column: pa.ChunkedArray) -> Counter[str]:
-    counts: Counter[str] = Counter()
-    for entry in pc.value_counts(column).to_pylist():
-        if entry["values"] is not None:
-            counts[entry["values"]] += entry["counts"]
-    return counts
 
 
 def _shown(request: Request) -> str:

@@ -11,12 +11,16 @@ import datetime as _dt
 import decimal
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from typing import IO, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+
+from .sources import is_url, local_path
 
 SCHEMA_METADATA_KEY = b"llvm_batch"
 
@@ -33,6 +37,17 @@ def fsync_dir(path: str) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def default_output(input_path: str) -> str:
+    """``<stem>.llvm.parquet`` beside a local input (in the working directory for a URL)."""
+    name = input_path.rstrip("/").rsplit("/", 1)[-1]
+    for ext in (".gz", ".bz2", ".zst", ".xz"):
+        name = name.removesuffix(ext)
+    stem = os.path.splitext(name)[0] or "output"
+    if is_url(input_path):
+        return f"{stem}.llvm.parquet"
+    return os.path.join(os.path.dirname(local_path(input_path)), f"{stem}.llvm.parquet")
 
 
 def tmp_name(path: str) -> str:
@@ -228,3 +243,25 @@ def _jsonl(table: pa.Table) -> bytes:
         json.dumps(row, ensure_ascii=False, default=_json_default) for row in table.to_pylist()
     )
     return "".join(line + "\n" for line in lines).encode()
+
+
+def write_output(
+    tables: Iterable[pa.Table], writer: OutputWriter, *, count: Sequence[str] = ()
+) -> dict[str, Counter[str]]:
+    """Write ``tables`` through ``writer`` and commit it (or abort it on any error).
+
+    Returns, for each column named in ``count``, how often each non-null value occurred.
+    """
+    counts: dict[str, Counter[str]] = {name: Counter() for name in count}
+    try:
+        for table in tables:
+            writer.write(table)
+            for name, counter in counts.items():
+                for entry in pc.value_counts(table.column(name)).to_pylist():
+                    if entry["values"] is not None:
+                        counter[entry["values"]] += entry["counts"]
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    return counts
