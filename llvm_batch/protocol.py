@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any, NamedTuple
 from urllib.parse import quote
@@ -82,10 +82,12 @@ def chat_result(
     }
 
 
-def parse_json(text: str | bytes, call: Call) -> Any:
-    """Decode a 2xx body, or raise :class:`InvalidResponseError`."""
+def parse_json(
+    text: str | bytes, call: Call, loads: Callable[[str | bytes], Any] = json.loads
+) -> Any:
+    """Decode a 2xx body with ``loads``, or raise :class:`InvalidResponseError`."""
     try:
-        return json.loads(text)
+        return loads(text)
     except ValueError:
         raise InvalidResponseError(
             "the server's answer is not valid JSON",

@@ -79,7 +79,7 @@ class Transport:
         if not 200 <= status < 300:
             raise self._status_error(call, status, reason, body, retry_after)
         try:
-            answer = protocol.check_answer(_decode(body, call), call)
+            answer = protocol.check_answer(protocol.parse_json(body, call, codec.loads), call)
         except InvalidResponseError as error:
             # The server did answer: keep its status and what it said, as for error statuses.
             error.status = status
@@ -118,13 +118,6 @@ class Transport:
             retry_after=parse_retry_after(retry_after, self._wall_clock()),
             retryable=is_retryable_status(status),
         )
-
-
-def _decode(body: bytes, call: protocol.Call) -> Any:
-    try:
-        return codec.loads(body)
-    except ValueError:
-        return protocol.parse_json(body, call)  # raises the error that says what was wrong
 
 
 def _method_change(
