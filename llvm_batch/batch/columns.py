@@ -82,8 +82,16 @@ def from_outcome(outcome: Outcome, model: str, *, chat: bool = False) -> RowResu
     output = answer.get("outputs")
     if output is not None and not isinstance(output, str):
         output = codec.dumps_text(output)
+    texts = (output, str(answer.get("model_id") or model), _metadata(answer))
+    for label, text in zip(("output", "model_id", "metadata"), texts, strict=True):
+        if text is not None and not text.isascii():
+            flaw = unstorable(text)
+            if flaw is not None:
+                # Arrow and Parquet hold UTF-8 only: this row fails, not the chunk it is in.
+                reason = f"the answer's {label} {flaw}"
+                return _failed("invalid_response", reason, outcome.http_status, model, outcome)
     return RowResult(
-        output,
+        texts[0],
         STATUS_OK,
         None,
         None,
@@ -91,20 +99,51 @@ def from_outcome(outcome: Outcome, model: str, *, chat: bool = False) -> RowResu
         outcome.attempts,
         outcome.retry_wait_s,
         outcome.latency_ms,
-        str(answer.get("model_id") or model),
-        _metadata(answer),
+        texts[1],
+        texts[2],
     )
+
+
+def unstorable(text: str) -> str | None:
+    """Why ``text`` can't be stored as UTF-8 (a lone surrogate), or None when it can."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        char = text[exc.start]
+        return (
+            f"holds a lone surrogate ({char!r} at character {exc.start}), text cut in the middle"
+            " of a character; it can't be stored as UTF-8"
+        )
+    return None
+
+
+def storable_text(text: str) -> str:
+    """``text`` with any lone surrogate written as its ``\\udXXX`` escape (error messages)."""
+    if text.isascii() or unstorable(text) is None:
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def from_error(error: LLVMError, model: str, outcome: Outcome | None = None) -> RowResult:
     """A failed row: the error's category and readable (already redacted) text."""
+    return _failed(error.error_type, str(error), error.status, model, outcome, error.attempts)
+
+
+def _failed(
+    error_type: str,
+    text: str,
+    status: int | None,
+    model: str,
+    outcome: Outcome | None,
+    attempts: int = 0,
+) -> RowResult:
     return RowResult(
         None,
         STATUS_ERROR,
-        error.error_type,
-        excerpt(str(error), ERROR_TEXT_CHARS),
-        error.status,
-        outcome.attempts if outcome else error.attempts,
+        error_type,
+        storable_text(excerpt(text, ERROR_TEXT_CHARS)),
+        status,
+        outcome.attempts if outcome else attempts,
         outcome.retry_wait_s if outcome else 0.0,
         outcome.latency_ms if outcome else 0.0,
         model,
