@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import os
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -44,6 +45,8 @@ from .summary import (
     RunSummary,
 )
 from .workers import WorkerPool
+
+logger = logging.getLogger(__name__)
 
 PREVIEW_ROWS = 5
 MAX_OPEN_CHUNKS = 32
@@ -77,7 +80,10 @@ class BatchRun:
         # Workers (one per slot, plus stand-ins for rows in backoff) pull rows from a feed
         # with backpressure: no task per row.
         self._pool = WorkerPool(
-            self._worker, size=self.opts.concurrency, limit=self.opts.concurrency * 4 + 32
+            self._worker,
+            size=self.opts.concurrency,
+            limit=self.opts.concurrency * 4 + 32,
+            on_failure=lambda exc: self._died("a row worker", exc),
         )
         self._rows: RowFeed[tuple[Chunk, int, Request]] = RowFeed(low=self._window())
 
@@ -234,7 +240,7 @@ class BatchRun:
             self.progress.advance(self.summary.resumed)
         self._pool.start()
         self._chunk_room = asyncio.Condition()
-        committer = asyncio.create_task(self._committer())
+        committer = asyncio.create_task(self._watched(self._committer(), "the checkpoint writer"))
         restore = on_stop_signals(self.dispatcher.stop)
         try:
             await self._dispatch()
@@ -247,6 +253,19 @@ class BatchRun:
             self._commit_wanted.set()
             await committer
             self.progress.close()
+
+    async def _watched(self, work: Coroutine[Any, Any, None], what: str) -> None:
+        """Run a background task; if it dies, the run stops at once (exit 3) saying why."""
+        try:
+            await work
+        except Exception as exc:  # a bug, not a row's failure: those are results
+            self._died(what, exc)
+
+    def _died(self, what: str, exc: BaseException) -> None:
+        logger.debug("%s failed", what, exc_info=exc)
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        cause = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+        self.dispatcher.stop(EXIT_INCOMPLETE, f"{what} failed ({cause}); resume once fixed")
 
     async def _dispatch(self) -> None:
         chunk_size = self.checkpoint.chunk_size

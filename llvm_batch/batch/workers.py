@@ -24,6 +24,7 @@ class WorkerPool:
         size: int,
         limit: int,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        on_failure: Callable[[BaseException], None] | None = None,
     ) -> None:
         if not 1 <= size <= limit:
             raise ValueError("need 1 <= size <= limit")
@@ -35,6 +36,7 @@ class WorkerPool:
         self._sleep = sleep
         self._surplus = 0  # workers to retire: the sleepers they stood in for are back
         self._closed = False
+        self._on_failure = on_failure
 
     def start(self) -> None:
         for _ in range(self.size):
@@ -45,9 +47,18 @@ class WorkerPool:
             return False
         task = asyncio.create_task(self._body(self))
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(self._ended)
         self.most_seen = max(self.most_seen, len(self.tasks))
         return True
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if self._on_failure is not None and not task.cancelled():
+            failure = task.exception()
+            if failure is not None:
+                # Said at once, not at join: the other workers would go on sending rows
+                # whose chunk can never complete.
+                self._on_failure(failure)
 
     async def sleep(self, delay: float) -> None:
         """Sleep ``delay`` seconds while a stand-in worker keeps this one's slot busy."""
@@ -74,7 +85,8 @@ class WorkerPool:
     async def join(self) -> None:
         """Wait until every worker, stand-ins started meanwhile included, has ended.
 
-        A worker that failed (a bug, not a failed row: those are results) fails the join.
+        A worker that failed (a bug, not a failed row: those are results) fails the join,
+        unless ``on_failure`` was told of it when it happened.
         """
         failure: BaseException | None = None
         while self.tasks:
@@ -82,5 +94,5 @@ class WorkerPool:
                 if isinstance(outcome, Exception) and failure is None:
                     failure = outcome
         self._closed = True
-        if failure is not None:
+        if failure is not None and self._on_failure is None:
             raise failure

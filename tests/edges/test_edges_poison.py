@@ -141,3 +141,61 @@ def test_any_unicode_in_any_answer_field_round_trips_or_fails_its_row(
     else:
         assert row.error_type == "invalid_response" and "surrogate" in (row.error or "")
         assert back["llvm_output"] is None
+
+
+# -- a background task that dies --------------------------------------------------------
+
+
+def test_a_dying_checkpoint_writer_stops_the_run_at_once(
+    tmp_path: Path, scripted_thread, monkeypatch
+) -> None:
+    from llvm_batch.batch.checkpoint import Checkpoint
+
+    commit = Checkpoint.commit
+    calls = []
+
+    def failing_commit(self, chunk, table):
+        calls.append(chunk)
+        if len(calls) == 2:
+            raise RuntimeError("the part writer broke")
+        commit(self, chunk, table)
+
+    monkeypatch.setattr(Checkpoint, "commit", failing_commit)
+    app = scripted_thread()
+    names = [f"q{i}" for i in range(3000)]
+    source = write_parquet(tmp_path / "in.parquet", prompts(*names))
+    out = tmp_path / "out.parquet"
+
+    result = invoke(*run_args(source, out, app.url, "--chunk-size", "10", "-c", "2"))
+
+    assert result.exit_code == 3, result.output
+    assert "the checkpoint writer failed (RuntimeError: the part writer broke)" in result.output
+    assert "Traceback" not in result.output
+    assert len(posts(app)) < 1000  # stopped at once, not after sending every row
+    assert not out.exists() and staging_of(out).exists()
+    monkeypatch.setattr(Checkpoint, "commit", commit)
+    again = invoke(*run_args(source, out, app.url, "--chunk-size", "10"))
+    assert again.exit_code == 0, again.output
+    assert [row["prompt"] for row in read_rows(out)] == names
+
+
+def test_a_dying_row_worker_stops_the_run_at_once(
+    tmp_path: Path, scripted_thread, monkeypatch
+) -> None:
+    from_outcome = cols.from_outcome
+
+    def failing(outcome, model, **kw):
+        if outcome.value and outcome.value.get("outputs") == reference_output(MODEL, "q5"):
+            raise KeyError("a bug")
+        return from_outcome(outcome, model, **kw)
+
+    monkeypatch.setattr(cols, "from_outcome", failing)
+    app = scripted_thread()
+    source = write_parquet(tmp_path / "in.parquet", prompts(*[f"q{i}" for i in range(3000)]))
+    out = tmp_path / "out.parquet"
+
+    result = invoke(*run_args(source, out, app.url, "-c", "1"))
+
+    assert result.exit_code == 3, result.output
+    assert "a row worker failed (KeyError: 'a bug')" in result.output
+    assert len(posts(app)) < 1000
