@@ -65,7 +65,8 @@ class Checkpoint:
                 ) from None
             if manifest.get("fingerprint") != fingerprint:
                 raise ResumeMismatchError(
-                    f"{directory!r} holds a checkpoint for {_differences(manifest, fingerprint)}"
+                    f"{directory!r} holds a checkpoint for "
+                    f"{describe_change(manifest.get('fingerprint'), fingerprint)}"
                     " than this run; pass --overwrite to discard it and start over"
                 )
             checkpoint = cls(directory, manifest)
@@ -163,11 +164,18 @@ def _ascending(column: pa.ChunkedArray) -> bool:
     return bool(pc.all(pc.greater(values.slice(1), values.slice(0, len(values) - 1))).as_py())
 
 
-def _differences(manifest: dict[str, Any], fingerprint: dict[str, Any]) -> str:
-    old = manifest.get("fingerprint") or {}
-    changed = sorted(
-        key for key in set(old) | set(fingerprint) if old.get(key) != fingerprint.get(key)
-    )
-    labels = {"input": "a different input", "options": "different options"}
-    described = [labels.get(key, f"a different {key}") for key in changed]
+def describe_change(old: Any, new: dict[str, Any]) -> str:
+    """How fingerprint ``new`` differs from ``old``: "a different input and different options
+    (model, template)"."""
+    old = old if isinstance(old, dict) else {}
+    described = []
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) == new.get(key):
+            continue
+        if key == "options":
+            was, now = old.get(key) or {}, new.get(key) or {}
+            names = sorted(n for n in set(was) | set(now) if was.get(n) != now.get(n))
+            described.append(f"different options ({', '.join(names)})")
+        else:
+            described.append(f"a different {key}")
     return " and ".join(described) or "a different run"

@@ -94,6 +94,8 @@ class PromptSpec:
         have = set(schema.names)
         missing = [c for c in self.columns_needed() if c not in have]
         if not missing:
+            for name in self.text_columns():
+                _check_renderable(name, schema.field(name).type)
             return
         what = "the template" if self.template is not None else "an option column"
         if self.uses_messages_column and self.messages_column in missing:
@@ -129,7 +131,7 @@ class PromptSpec:
             messages = _messages(cols[self.messages_column][i])
             return protocol.chat_prompt(messages)
         if self.template is not None:
-            values = {name: cols[name][i] for name in template_fields(self.template)}
+            values = {name: _plain(cols[name][i]) for name in template_fields(self.template)}
             nulls = [name for name, value in values.items() if value is None]
             if nulls:
                 raise InputError(f"template column {nulls[0]!r} is null")
@@ -147,9 +149,31 @@ class PromptSpec:
         return protocol.chat_prompt(messages)
 
 
+def _check_renderable(name: str, kind: pa.DataType) -> None:
+    """Refuse, before anything is sent, a column type with no text a person would expect."""
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    if pa.types.is_interval(kind) or pa.types.is_union(kind) or pa.types.is_map(kind):
+        raise InputError(
+            f"column {name!r} is of type {kind}, which has no plain-text form to send as a "
+            "prompt; cast it to a string column first"
+        )
+
+
+def _plain(value: Any) -> Any:
+    """A binary value as the UTF-8 text it holds (never ``b'...'``); other values as they are."""
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError("prompt is binary data that is not UTF-8 text") from None
+    return value
+
+
 def _prompt_value(value: Any) -> Any:
     if value is None:
         raise InputError("prompt is null")
+    value = _plain(value)
     if isinstance(value, str):
         if not value.strip():
             raise InputError("prompt is empty")

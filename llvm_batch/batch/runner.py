@@ -21,10 +21,10 @@ from typing import Any
 import pyarrow as pa
 
 from ..client import AsyncLLVMClient
-from ..errors import InputError
+from ..errors import InputError, ResumeMismatchError
 from ..options import ENV_DEFAULT_MODEL, Priority
 from . import columns as cols
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, describe_change, staging_dir_for
 from .chunk import Chunk
 from .config import BatchOptions
 from .dispatch import Dispatcher
@@ -44,6 +44,7 @@ from .summary import (
     INTERRUPTED,
     RunSummary,
 )
+from .target import check_target, output_compression
 from .workers import WorkerPool
 
 logger = logging.getLogger(__name__)
@@ -101,11 +102,14 @@ class BatchRun:
         )
         self._setup_columns()
         self.spec.check(self.source.schema)
+        check_target(
+            self.input_path,
+            self.output_path,
+            self.output_format,
+            summary_json=self.opts.summary_json,
+        )
         if self.opts.dry_run:
             return self._dry_run(started)
-        done = self._already_done()
-        if done is not None:
-            return done
         self.model = self.opts.model or os.environ.get(ENV_DEFAULT_MODEL) or ""
         if not self.model:
             raise InputError(f"no model given: pass --model or set {ENV_DEFAULT_MODEL}")
@@ -113,6 +117,9 @@ class BatchRun:
             "input": self.source.fingerprint(),
             "options": {**self.opts.shaping(), "model": self.model},
         }
+        done = self._already_done(fingerprint)
+        if done is not None:
+            return done
         self._key_prefix = hashlib.sha256(
             json.dumps(fingerprint, sort_keys=True).encode()
         ).hexdigest()[:16]
@@ -207,18 +214,31 @@ class BatchRun:
         self.summary.finish(errors=self._errors, elapsed_s=self._clock() - started, exit_code=0)
         return self.summary
 
-    def _already_done(self) -> RunSummary | None:
-        """A summary when the output already exists (finished earlier); an error if foreign."""
+    def _already_done(self, fingerprint: dict[str, Any]) -> RunSummary | None:
+        """A summary when the output is a finished run of this very job; else an error.
+
+        The finished output carries the run's fingerprint (input and options), checked as a
+        checkpoint's is: another template or model is not "already complete".
+        """
         out = local_path(self.output_path)
         if self.opts.overwrite or self.opts.retry_errors or not os.path.exists(out):
             return None
-        if os.path.exists(out + ".llvm-staging"):
+        if os.path.exists(staging_dir_for(out)):
             return None
-        meta = read_output_metadata(out) if self.output_format == "parquet" else None
-        if meta is None or meta.get("input") != self.source.fingerprint():
+        meta = read_output_metadata(out, self.output_format)
+        if meta is not None and meta.get("bytes", os.path.getsize(out)) != os.path.getsize(out):
+            meta = None  # the file was replaced or edited since the run that wrote it
+        if meta is None or meta.get("input") != fingerprint["input"]:
             raise InputError(
                 f"the output {self.output_path!r} already exists and is not a finished run of "
                 "this input; pass --overwrite to replace it"
+            )
+        if meta.get("options") != fingerprint["options"]:
+            change = describe_change({"options": meta.get("options")}, fingerprint)
+            raise ResumeMismatchError(
+                f"the output {self.output_path!r} is a finished run of this input with "
+                f"{change.removeprefix('a different input and ')}; "
+                "pass --overwrite to run it again"
             )
         self.summary.status = ALREADY_DONE
         self.summary.rows = int(meta.get("rows", 0))
@@ -410,7 +430,8 @@ class BatchRun:
                 local_path(self.output_path),
                 self.output_format,
                 self.output_schema,
-                metadata={"input": fingerprint["input"], "rows": self.summary.rows},
+                metadata={**fingerprint, "rows": self.summary.rows},
+                compression=output_compression(self.output_path),
             ),
             count=(prefix + "status", prefix + "error_type"),
         )

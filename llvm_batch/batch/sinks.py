@@ -10,6 +10,7 @@ import base64
 import datetime as _dt
 import decimal
 import json
+import lzma
 import os
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -96,8 +97,35 @@ ROW_GROUP_ROWS = 64 * 1024
 ROW_GROUP_BYTES = 64 * 1024 * 1024
 
 
+def done_record_path(output: str) -> str:
+    """Where a finished CSV/JSONL output keeps its run record (Parquet keeps it inside)."""
+    return output + ".llvm-run.json"
+
+
+def _compressed(raw: IO[bytes], codec: str | None) -> Any:
+    """A writable stream compressing into ``raw`` with ``codec`` (None: ``raw`` itself)."""
+    if codec is None:
+        return raw
+    if codec == "xz":
+        return lzma.LZMAFile(raw, "wb")
+    return pa.CompressedOutputStream(raw, codec)
+
+
+def _fsync_file(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class OutputWriter:
-    """Streams tables into the final output file, renamed into place by :meth:`commit`."""
+    """Streams tables into the final output file, renamed into place by :meth:`commit`.
+
+    ``metadata`` (the run's record: input and options fingerprint, rows) goes into a Parquet
+    file's schema, or beside a CSV/JSONL file (:func:`done_record_path`), so that a re-run
+    knows whether the output is a finished run of the same job.
+    """
 
     def __init__(
         self,
@@ -105,13 +133,17 @@ class OutputWriter:
         fmt: str,
         schema: pa.Schema,
         metadata: Mapping[str, Any] | None = None,
+        *,
+        compression: str | None = None,
     ) -> None:
         self.path = path
         self.format = fmt
         self.schema = schema
         self.rows = 0
+        self._metadata = metadata
         self._tmp = tmp_name(path)
-        self._handle: IO[bytes] = open(self._tmp, "wb")
+        self._raw: IO[bytes] = open(self._tmp, "wb")
+        self._handle: Any = _compressed(self._raw, compression)
         self._parquet: pq.ParquetWriter | None = None
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
@@ -163,9 +195,16 @@ class OutputWriter:
             self._parquet.close()
         elif self._csv is not None:
             self._csv.close()
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
         self._handle.close()
+        if not self._raw.closed:
+            self._raw.close()
+        _fsync_file(self._tmp)
+        record = done_record_path(self.path)
+        if self._parquet is None and self._metadata is not None:
+            done = {**self._metadata, "bytes": os.path.getsize(self._tmp)}
+            atomic_write_bytes(record, json.dumps(done, sort_keys=True).encode())
+        elif os.path.exists(record):
+            os.unlink(record)
         os.replace(self._tmp, self.path)
         fsync_dir(os.path.dirname(self.path) or ".")
 
@@ -176,20 +215,31 @@ class OutputWriter:
                 self._parquet.close()
         except (OSError, pa.ArrowException):
             pass
-        self._handle.close()
+        for stream in (self._handle, self._raw):
+            try:
+                stream.close()
+            except (OSError, ValueError, pa.ArrowException):
+                pass
         try:
             os.unlink(self._tmp)
         except FileNotFoundError:
             pass
 
 
-def read_output_metadata(path: str) -> dict[str, Any] | None:
-    """The llvm-batch metadata of a finished Parquet output, or None."""
-    try:
-        meta = pq.read_schema(path).metadata or {}
-    except (OSError, pa.ArrowException):
-        return None
-    raw = meta.get(SCHEMA_METADATA_KEY)
+def read_output_metadata(path: str, fmt: str = "parquet") -> dict[str, Any] | None:
+    """The run record of a finished output (see :class:`OutputWriter`), or None."""
+    raw: bytes | None
+    if fmt == "parquet":
+        try:
+            raw = (pq.read_schema(path).metadata or {}).get(SCHEMA_METADATA_KEY)
+        except (OSError, pa.ArrowException):
+            return None
+    else:
+        try:
+            with open(done_record_path(path), "rb") as handle:
+                raw = handle.read()
+        except OSError:
+            return None
     if raw is None:
         return None
     try:
@@ -203,26 +253,34 @@ def _nested(kind: pa.DataType) -> bool:
     return bool(pa.types.is_nested(kind) or pa.types.is_dictionary(kind))
 
 
+def _csv_type(kind: pa.DataType) -> pa.DataType:
+    """The type a column has in CSV: categories as their values, nested values as JSON text."""
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    if _nested(kind) or pa.types.is_binary(kind):
+        return pa.string()
+    return kind
+
+
 def _csv_schema(schema: pa.Schema) -> pa.Schema:
-    fields = [
-        pa.field(f.name, pa.string()) if _nested(f.type) or pa.types.is_binary(f.type) else f
-        for f in schema
-    ]
-    return pa.schema(fields)
+    return pa.schema([pa.field(f.name, _csv_type(f.type)) for f in schema])
 
 
 def _flatten_for_csv(table: pa.Table, target: pa.Schema) -> pa.Table:
-    """Nested columns become JSON text: CSV has no lists or structs."""
+    """Categories become their values and nested columns JSON text: CSV has neither."""
     columns = []
     for field, column in zip(table.schema, table.columns, strict=True):
-        if field.type == target.field(field.name).type:
+        kind = target.field(field.name).type
+        if field.type == kind:
             columns.append(column)
-            continue
-        values = [
-            None if v is None else json.dumps(v, ensure_ascii=False, default=_json_default)
-            for v in column.to_pylist()
-        ]
-        columns.append(pa.array(values, pa.string()))
+        elif pa.types.is_dictionary(field.type) and field.type.value_type == kind:
+            columns.append(column.cast(kind))
+        else:
+            values = [
+                None if v is None else json.dumps(v, ensure_ascii=False, default=_json_default)
+                for v in column.to_pylist()
+            ]
+            columns.append(pa.array(values, pa.string()))
     return pa.table(columns, schema=target)
 
 

@@ -1,0 +1,72 @@
+"""The output target, checked before anything is sent: format, compression, place, permissions.
+
+Everything a run can find out about where it will write is found here, up front, so that a
+bad target exits 2 with nothing sent instead of failing after the rows were paid for.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..errors import InputError
+from .sources import is_url, local_path
+
+#: Compression suffixes an output may carry, and the codec each writes.
+COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd", ".xz": "xz"}
+
+
+def output_compression(path: str) -> str | None:
+    """The codec the output's name asks for (``out.csv.gz`` -> gzip), or None."""
+    lowered = path.lower()
+    for suffix, codec in COMPRESSIONS.items():
+        if lowered.endswith(suffix):
+            return codec
+    return None
+
+
+def check_target(
+    input_path: str, output_path: str, fmt: str, *, summary_json: str | None = None
+) -> None:
+    """Raise :class:`InputError` when the run could not write its output (or summary)."""
+    if is_url(output_path):
+        raise InputError(
+            f"the output {output_path!r} is a URL; llvm-batch writes its checkpoint and output "
+            "to a local file (copy it up afterwards), so name a local path with -o"
+        )
+    codec = output_compression(output_path)
+    if codec is not None and fmt == "parquet":
+        raise InputError(
+            f"the output {output_path!r} names a compressed Parquet file; Parquet compresses "
+            "itself (zstd): drop the compression suffix"
+        )
+    out = local_path(output_path)
+    if not is_url(input_path) and os.path.exists(local_path(input_path)):
+        if _same_file(local_path(input_path), out):
+            raise InputError(
+                f"the output {output_path!r} is the input file; the input is never "
+                "overwritten: name another output with -o"
+            )
+    _check_writable(out, "output")
+    if summary_json is not None:
+        _check_writable(summary_json, "--summary-json file")
+
+
+def _same_file(a: str, b: str) -> bool:
+    if not os.path.exists(b):
+        return False
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _check_writable(path: str, what: str) -> None:
+    if os.path.isdir(path):
+        raise InputError(f"the {what} {path!r} is a directory; name a file")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise InputError(f"can't write the {what} {path!r}: its directory does not exist")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise InputError(f"can't write the {what} {path!r}: its directory is not writable")
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise InputError(f"can't write the {what} {path!r}: the file is read-only")
