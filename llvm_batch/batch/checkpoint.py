@@ -51,8 +51,8 @@ class Checkpoint:
         A resumed checkpoint keeps the chunk size it was started with (:attr:`chunk_size`).
         """
         directory = staging_dir_for(output)
-        if overwrite and os.path.exists(directory):
-            shutil.rmtree(directory)
+        if overwrite and os.path.isdir(directory):
+            _empty(directory)  # not removed: the run's lock is on the directory itself
         path = os.path.join(directory, MANIFEST)
         if os.path.exists(path):
             try:
@@ -155,6 +155,15 @@ class Checkpoint:
         for name in os.listdir(self.directory):
             if name not in listed:
                 os.unlink(os.path.join(self.directory, name))
+
+
+def _empty(directory: str) -> None:
+    for name in os.listdir(directory):
+        path = os.path.join(directory, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
 
 
 def _ascending(column: pa.ChunkedArray) -> bool:

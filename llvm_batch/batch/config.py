@@ -77,6 +77,7 @@ class BatchOptions:
     chunk_size: int = DEFAULT_CHUNK_SIZE
     flush_interval: float = DEFAULT_FLUSH_INTERVAL
     overwrite: bool = False
+    wait_for_lock: bool = False
     retry_errors: bool = False
     dry_run: bool = False
     local_server: bool = False

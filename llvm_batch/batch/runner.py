@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Coroutine
@@ -21,19 +22,20 @@ from typing import Any
 import pyarrow as pa
 
 from ..client import AsyncLLVMClient
-from ..errors import InputError, ResumeMismatchError
+from ..errors import InputError
 from ..options import ENV_DEFAULT_MODEL, Priority
 from . import columns as cols
-from .checkpoint import Checkpoint, describe_change, staging_dir_for
+from .checkpoint import Checkpoint, staging_dir_for
 from .chunk import Chunk
 from .config import BatchOptions
 from .dispatch import Dispatcher
 from .feed import RowFeed
 from .layout import plan_columns
+from .lock import OutputLock, OutputLocked
 from .progress import Progress
 from .prompts import Request
 from .signals import on_stop_signals
-from .sinks import OutputWriter, default_output, read_output_metadata, write_output
+from .sinks import OutputWriter, default_output, write_output
 from .sources import Source, detect_format, local_path
 from .summary import (
     ALREADY_DONE,
@@ -44,7 +46,7 @@ from .summary import (
     INTERRUPTED,
     RunSummary,
 )
-from .target import check_target, output_compression
+from .target import check_target, finished_rows, output_compression
 from .workers import WorkerPool
 
 logger = logging.getLogger(__name__)
@@ -117,6 +119,18 @@ class BatchRun:
             "input": self.source.fingerprint(),
             "options": {**self.opts.shaping(), "model": self.model},
         }
+        lock = OutputLock(staging_dir_for(local_path(self.output_path)))
+        try:
+            await lock.acquire(wait=self.opts.wait_for_lock, on_wait=self._say_waiting)
+        except OutputLocked:
+            return self._locked_out(started)
+        try:
+            return await self._run_locked(started, fingerprint)
+        finally:
+            lock.release(remove_if_empty=True)
+
+    async def _run_locked(self, started: float, fingerprint: dict[str, Any]) -> RunSummary:
+        """The run, holding the output's lock: nobody else writes or sweeps its checkpoint."""
         done = self._already_done(fingerprint)
         if done is not None:
             return done
@@ -215,34 +229,33 @@ class BatchRun:
         return self.summary
 
     def _already_done(self, fingerprint: dict[str, Any]) -> RunSummary | None:
-        """A summary when the output is a finished run of this very job; else an error.
-
-        The finished output carries the run's fingerprint (input and options), checked as a
-        checkpoint's is: another template or model is not "already complete".
-        """
-        out = local_path(self.output_path)
-        if self.opts.overwrite or self.opts.retry_errors or not os.path.exists(out):
+        """A summary when the output is a finished run of this very job."""
+        if self.opts.overwrite or self.opts.retry_errors:
             return None
-        if os.path.exists(staging_dir_for(out)):
+        rows = finished_rows(self.output_path, self.output_format, fingerprint)
+        if rows is None:
             return None
-        meta = read_output_metadata(out, self.output_format)
-        if meta is not None and meta.get("bytes", os.path.getsize(out)) != os.path.getsize(out):
-            meta = None  # the file was replaced or edited since the run that wrote it
-        if meta is None or meta.get("input") != fingerprint["input"]:
-            raise InputError(
-                f"the output {self.output_path!r} already exists and is not a finished run of "
-                "this input; pass --overwrite to replace it"
-            )
-        if meta.get("options") != fingerprint["options"]:
-            change = describe_change({"options": meta.get("options")}, fingerprint)
-            raise ResumeMismatchError(
-                f"the output {self.output_path!r} is a finished run of this input with "
-                f"{change.removeprefix('a different input and ')}; "
-                "pass --overwrite to run it again"
-            )
         self.summary.status = ALREADY_DONE
-        self.summary.rows = int(meta.get("rows", 0))
+        self.summary.rows = rows
         self.summary.finish(errors=self._errors, elapsed_s=0.0, exit_code=0)
+        return self.summary
+
+    def _say_waiting(self) -> None:
+        if not self.opts.quiet:
+            print(
+                f"waiting for another llvm-batch run to finish writing {self.output_path!r}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def _locked_out(self, started: float) -> RunSummary:
+        self.summary.status = INCOMPLETE
+        self.summary.stop_reason = (
+            f"another llvm-batch run is writing {self.output_path!r} (it holds the lock on "
+            f"{staging_dir_for(local_path(self.output_path))!r}); nothing was sent: let it "
+            "finish, or pass --wait-for-lock to wait for it"
+        )
+        self.summary.finish(errors=self._errors, elapsed_s=self._clock() - started, exit_code=3)
         return self.summary
 
     # -- dispatch ------------------------------------------------------------------------

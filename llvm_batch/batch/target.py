@@ -7,8 +7,11 @@ bad target exits 2 with nothing sent instead of failing after the rows were paid
 from __future__ import annotations
 
 import os
+from typing import Any
 
-from ..errors import InputError
+from ..errors import InputError, ResumeMismatchError
+from .checkpoint import MANIFEST, describe_change, staging_dir_for
+from .sinks import read_output_metadata
 from .sources import is_url, local_path
 
 #: Compression suffixes an output may carry, and the codec each writes.
@@ -70,3 +73,30 @@ def _check_writable(path: str, what: str) -> None:
         raise InputError(f"can't write the {what} {path!r}: its directory is not writable")
     if os.path.exists(path) and not os.access(path, os.W_OK):
         raise InputError(f"can't write the {what} {path!r}: the file is read-only")
+
+
+def finished_rows(output_path: str, fmt: str, fingerprint: dict[str, Any]) -> int | None:
+    """The row count when the output is a finished run of this very job; None to run it.
+
+    The finished output carries the run's fingerprint (input and options), checked as a
+    checkpoint's is: another template or model is not "already complete", and an output
+    that is no finished run of this input is not replaced without ``--overwrite``.
+    """
+    out = local_path(output_path)
+    if not os.path.exists(out) or os.path.exists(os.path.join(staging_dir_for(out), MANIFEST)):
+        return None
+    meta = read_output_metadata(out, fmt)
+    if meta is not None and meta.get("bytes", os.path.getsize(out)) != os.path.getsize(out):
+        meta = None  # replaced or edited since the run that wrote it
+    if meta is None or meta.get("input") != fingerprint["input"]:
+        raise InputError(
+            f"the output {output_path!r} already exists and is not a finished run of "
+            "this input; pass --overwrite to replace it"
+        )
+    if meta.get("options") != fingerprint["options"]:
+        change = describe_change({"options": meta.get("options")}, fingerprint)
+        raise ResumeMismatchError(
+            f"the output {output_path!r} is a finished run of this input with "
+            f"{change.removeprefix('a different input and ')}; pass --overwrite to run it again"
+        )
+    return int(meta.get("rows", 0))

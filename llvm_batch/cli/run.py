@@ -160,6 +160,11 @@ def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) 
 )
 @click.option("--overwrite", is_flag=True, help="Discard any checkpoint or output and start over.")
 @click.option(
+    "--wait-for-lock",
+    is_flag=True,
+    help="If another run is writing the same output, wait for it instead of exiting 3.",
+)
+@click.option(
     "--retry-errors",
     is_flag=True,
     help="Re-run only the rows of the existing output whose status is error.",
