@@ -18,7 +18,7 @@ from typing import Any
 
 from . import codec, protocol
 from .breaker import CircuitBreaker
-from .errors import CircuitOpenError, LLVMError, RateLimitError, ServerError
+from .errors import CircuitOpenError, LLVMError, RateLimitError, ServerError, safe_url
 from .options import (
     DEFAULT_MAX_CONCURRENT_REQUESTS,
     DEFAULT_MAX_RETRIES,
@@ -143,7 +143,7 @@ class AsyncLLVMClient:
     def __repr__(self) -> str:
         key = "set" if self._transport.api_key else "unset"
         return (
-            f"<{type(self).__name__} base_url={self._transport.root!r} "
+            f"<{type(self).__name__} base_url={safe_url(self._transport.root)!r} "
             f"default_model={self.config.default_model!r} api_key={key}>"
         )
 

@@ -23,22 +23,76 @@ of the server's answer), ``attempts``, ``next_retry_at`` (``time.time()`` second
 
 from __future__ import annotations
 
+import base64
+import functools
+import json
 import re
 import time
 from collections.abc import Iterable
+from urllib.parse import quote, quote_plus
 
 BODY_EXCERPT_CHARS = 300
 REDACTED = "***"
 
-_BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"',;}]+")
+# A credential in an Authorization header, as echoed back: Bearer, Basic, Token, ...
+_AUTH_SCHEME = re.compile(r"(?i)\b(bearer|basic|token|digest)(\s+|%20|\+)[^\s\"',;}\\&]+")
+# The userinfo (user:password@) and the query (?token=...) of any URL in a text.
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@'\"<>]*@")
+_URL_QUERY = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s'\"<>?#]*)\?[^\s'\"<>#]*")
+
+
+@functools.lru_cache(maxsize=16)
+def secret_forms(secret: str) -> tuple[str, ...]:
+    """Every way ``secret`` may come back: raw, JSON-escaped, URL-encoded, base64; longest
+    first, so that no form is left half replaced by a shorter one."""
+    encoded = secret.encode()
+    forms = {
+        secret,
+        json.dumps(secret)[1:-1],  # backslashes and quotes escaped
+        json.dumps(secret, ensure_ascii=True)[1:-1],
+        json.dumps(secret)[1:-1].replace("/", "\\/"),  # PHP and others escape "/" too
+        quote(secret, safe=""),
+        quote(secret, safe="").lower(),
+        quote_plus(secret),
+    }
+    # base64 inside a longer value ("user:key" of Basic auth): the key's whole 3-byte groups,
+    # at each of the three offsets it may start at.
+    for skip in range(3):
+        part = encoded[skip:]
+        whole = part[: len(part) // 3 * 3]
+        if len(whole) >= 12:
+            forms.add(base64.b64encode(whole).decode())
+            forms.add(base64.urlsafe_b64encode(whole).decode())
+    forms.add(base64.b64encode(encoded).decode().rstrip("="))
+    return tuple(sorted((form for form in forms if form), key=len, reverse=True))
 
 
 def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """Return ``text`` with every secret and every bearer token replaced by ``***``."""
+    """Return ``text`` without secrets: every form of each secret (:func:`secret_forms`), any
+    credential after an auth scheme (``Bearer``, ``Basic``...), and any URL's userinfo and
+    query, each replaced by ``***``."""
     for secret in secrets:
-        if secret:
-            text = text.replace(secret, REDACTED)
-    return _BEARER.sub(lambda m: m.group(1) + REDACTED, text)
+        text = hide(text, secret)
+    text = _AUTH_SCHEME.sub(lambda m: m.group(1) + m.group(2) + REDACTED, text)
+    return safe_url(text)
+
+
+def hide(text: str, secret: str | None) -> str:
+    """``text`` with every form of ``secret`` replaced by ``***``, and nothing else changed
+    (for a model's output, where URLs and auth words are content)."""
+    if secret:
+        for form in secret_forms(secret):
+            if form in text:
+                text = text.replace(form, REDACTED)
+    return text
+
+
+def safe_url(text: str) -> str:
+    """``text`` with the userinfo and query of every URL in it replaced by ``***``."""
+    if "://" not in text:
+        return text
+    text = _URL_USERINFO.sub(lambda m: m.group(1) + REDACTED + "@", text)
+    return _URL_QUERY.sub(lambda m: m.group(1) + "?" + REDACTED, text)
 
 
 def excerpt(text: str, limit: int = BODY_EXCERPT_CHARS) -> str:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
+from .errors import safe_url
+
 DEFAULT_BASE_URL = "http://localhost:8000"
 DEFAULT_MAX_CONCURRENT_REQUESTS = 10
 DEFAULT_MAX_RETRIES = 3
@@ -104,7 +106,7 @@ class ClientConfig:
         _require(
             scheme in ("http", "https") and len(self.base_url) > len(scheme) + 3,
             f"base_url must be an http:// or https:// URL such as {DEFAULT_BASE_URL!r}; "
-            f"got {self.base_url!r}",
+            f"got {safe_url(self.base_url)!r}",
         )
         _require(
             isinstance(self.max_concurrent_requests, int) and self.max_concurrent_requests >= 1,

@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from .. import codec
 from ..client import Outcome
-from ..errors import LLVMError, excerpt
+from ..errors import LLVMError, excerpt, hide
 
 DEFAULT_PREFIX = "llvm_"
 ERROR_TEXT_CHARS = 500
@@ -74,15 +74,26 @@ def skipped(reason: str, model: str | None) -> RowResult:
     return RowResult(None, STATUS_SKIPPED, "invalid_input", reason, None, 0, 0.0, 0.0, model, None)
 
 
-def from_outcome(outcome: Outcome, model: str, *, chat: bool = False) -> RowResult:
-    """A row's result from the client's outcome of its inference call."""
+def from_outcome(
+    outcome: Outcome, model: str, *, chat: bool = False, secret: str | None = None
+) -> RowResult:
+    """A row's result from the client's outcome of its inference call.
+
+    An answer that repeats the API key (in any of its forms) is stored with the key hidden.
+    """
     if outcome.error is not None:
         return from_error(outcome.error, model, outcome)
     answer = outcome.value
     output = answer.get("outputs")
     if output is not None and not isinstance(output, str):
         output = codec.dumps_text(output)
-    texts = (output, str(answer.get("model_id") or model), _metadata(answer))
+    texts: tuple[str | None, ...] = (
+        output,
+        str(answer.get("model_id") or model),
+        _metadata(answer),
+    )
+    if secret:
+        texts = tuple(None if text is None else hide(text, secret) for text in texts)
     for label, text in zip(("output", "model_id", "metadata"), texts, strict=True):
         if text is not None and not text.isascii():
             flaw = unstorable(text)

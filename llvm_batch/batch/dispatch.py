@@ -22,6 +22,7 @@ from ..errors import (
     LLVMError,
     ModelNotFoundError,
     RedirectError,
+    safe_url,
 )
 from ..options import Priority
 from . import columns as cols
@@ -78,7 +79,7 @@ class Dispatcher:
                 return True
             except ModelNotFoundError:
                 raise InputError(
-                    f"model {self.model!r} not found at {self.client.config.api_root}"
+                    f"model {self.model!r} not found at {safe_url(self.client.config.api_root)}"
                 ) from None
             except AuthenticationError as exc:
                 raise InputError(
@@ -100,7 +101,7 @@ class Dispatcher:
         outcome = await self.client.send(call, priority=self.priority, idempotency_key=key)
         if outcome.error is None:  # the usual case, kept short: this runs once per row
             self._blocked_since = None
-            return cols.from_outcome(outcome, self.model)
+            return cols.from_outcome(outcome, self.model, secret=self.client.get_api_key())
         total = Outcome()
         while True:
             total.attempts += outcome.attempts
@@ -125,7 +126,7 @@ class Dispatcher:
                 outcome.error,
                 outcome.http_status,
             )
-            return cols.from_outcome(total, self.model)
+            return cols.from_outcome(total, self.model, secret=self.client.get_api_key())
 
     def _stop_reason(self, error: LLVMError) -> str:
         if isinstance(error, AuthenticationError):

@@ -18,7 +18,7 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from ..errors import InputError
+from ..errors import InputError, safe_url
 
 FORMATS = ("parquet", "csv", "jsonl")
 _EXTENSIONS = {
@@ -80,7 +80,7 @@ def _open_binary(path: str) -> Iterator[IO[bytes]]:
             handle = open(local, "rb")
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-        raise InputError(f"can't read input {path!r}: {reason}") from None
+        raise InputError(f"can't read input {safe_url(path)!r}: {reason}") from None
     with handle:
         yield handle
 
@@ -211,4 +211,4 @@ def _conform(batch: pa.RecordBatch, schema: pa.Schema, path: str) -> pa.RecordBa
 
 def _unreadable(path: str, fmt: str, exc: BaseException) -> str:
     detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return f"can't read {path!r} as {fmt}: {detail}"
+    return f"can't read {safe_url(path)!r} as {fmt}: {safe_url(detail)}"

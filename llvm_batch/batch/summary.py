@@ -7,6 +7,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..errors import safe_url
+
 EXIT_OK = 0
 EXIT_ERROR_RATE = 1
 EXIT_USAGE = 2
@@ -64,16 +66,18 @@ class RunSummary:
             self.exit_code = EXIT_OK
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        values = asdict(self)
+        values["input"], values["output"] = safe_url(self.input), safe_url(self.output)
+        return values
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     def lines(self) -> list[str]:
         """The human summary printed at the end of a run."""
-        head = f"{self.status}: {self.rows} rows -> {self.output}"
+        head = f"{self.status}: {self.rows} rows -> {safe_url(self.output)}"
         if self.status == DRY_RUN:
-            head = f"dry run: {self.rows} rows in {self.input}; nothing sent"
+            head = f"dry run: {self.rows} rows in {safe_url(self.input)}; nothing sent"
         out = [head]
         if self.status != DRY_RUN:
             counts = (
