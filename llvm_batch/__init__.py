@@ -18,6 +18,7 @@ from .errors import (
     QueueFullError,
     RateLimitError,
     RedirectError,
+    ResponseTooLargeError,
     ResumeMismatchError,
     ServerError,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "QueueFullError",
     "RateLimitError",
     "RedirectError",
+    "ResponseTooLargeError",
     "ResumeMismatchError",
     "RetryPolicy",
     "RunSummary",

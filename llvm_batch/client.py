@@ -93,6 +93,7 @@ class AsyncLLVMClient:
         queue_size: int = DEFAULT_QUEUE_SIZE,
         timeout: float | None = DEFAULT_TIMEOUT,
         max_rps: float | None = None,
+        max_response_bytes: int | None = None,
         debug: bool = False,
         breaker: BreakerConfig | Mapping[str, Any] | bool | None = True,
         clock: Callable[[], float] = time.monotonic,
@@ -114,6 +115,7 @@ class AsyncLLVMClient:
             queue_size=queue_size,
             timeout=timeout,
             max_rps=max_rps,
+            max_response_bytes=max_response_bytes,
             debug=debug,
         )
         self._transport = Transport(self.config, wall_clock)

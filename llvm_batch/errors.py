@@ -11,6 +11,7 @@
     │   ├── RateLimitError                      429: retried, Retry-After honoured
     │   └── ServerError                         5xx: retried
     ├── InvalidResponseError (ValueError)       a 2xx whose body is not the expected JSON
+    │   └── ResponseTooLargeError               an answer beyond max_response_bytes: not retried
     ├── QueueFullError                          the client's queue is full
     ├── CircuitOpenError                        the breaker is open: failing fast
     └── InputError (ValueError)                 unusable input, options or output; nothing sent
@@ -228,6 +229,13 @@ class InvalidResponseError(LLVMError, ValueError):
 
     error_type = "invalid_response"
     retryable = True
+
+
+class ResponseTooLargeError(InvalidResponseError):
+    """The answer is larger than ``max_response_bytes``; it was not read, nor is it retried."""
+
+    error_type = "response_too_large"
+    retryable = False
 
 
 class QueueFullError(LLVMError):

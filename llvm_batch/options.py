@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from .errors import safe_url
-
 DEFAULT_BASE_URL = "http://localhost:8000"
+#: The largest answer read; a bigger one fails its request (ResponseTooLargeError), unread.
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_CONCURRENT_REQUESTS = 10
 DEFAULT_MAX_RETRIES = 3
 DEFAULT_RETRY_DELAY = 1.0
@@ -98,6 +98,7 @@ class ClientConfig:
     queue_size: int = DEFAULT_QUEUE_SIZE
     timeout: float | None = DEFAULT_TIMEOUT
     max_rps: float | None = None
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     debug: bool = False
     breaker: BreakerConfig | None = field(default_factory=BreakerConfig)
 
@@ -106,7 +107,11 @@ class ClientConfig:
         _require(
             scheme in ("http", "https") and len(self.base_url) > len(scheme) + 3,
             f"base_url must be an http:// or https:// URL such as {DEFAULT_BASE_URL!r}; "
-            f"got {safe_url(self.base_url)!r}",
+            f"got {_shown_url(self.base_url)!r}",
+        )
+        _require(
+            isinstance(self.max_response_bytes, int) and self.max_response_bytes >= 1,
+            "max_response_bytes must be a positive integer, e.g. 67108864 (64 MiB)",
         )
         _require(
             isinstance(self.max_concurrent_requests, int) and self.max_concurrent_requests >= 1,
@@ -138,6 +143,13 @@ class ClientConfig:
     def api_root(self) -> str:
         """The base URL without a trailing slash."""
         return self.base_url.rstrip("/")
+
+
+def _shown_url(url: str) -> str:
+    """``url`` as it may be printed: no userinfo (user:password@), no query (?token=...)."""
+    scheme, sep, rest = url.rpartition("://")
+    rest = rest.rsplit("@", 1)[-1].split("?", 1)[0]
+    return f"{scheme}{sep}***@{rest}" if "@" in url.split("?", 1)[0] else scheme + sep + rest
 
 
 def _require(ok: bool, message: str) -> None:

@@ -21,6 +21,7 @@ from .errors import (
     LLVMError,
     LLVMTimeoutError,
     RedirectError,
+    ResponseTooLargeError,
     excerpt,
     is_retryable_status,
     redact,
@@ -66,7 +67,7 @@ class Transport:
                 data=data,
                 headers=self._headers(data is not None, extra_headers),
             ) as response:
-                body = await response.read()
+                body = await self._read_capped(response, call)
                 status = response.status
                 reason = response.reason
                 retry_after = response.headers.get("Retry-After")
@@ -87,6 +88,30 @@ class Transport:
             error.body = excerpt(redact(text, (self.api_key,))) or None
             raise
         return answer, status
+
+    async def _read_capped(self, response: aiohttp.ClientResponse, call: protocol.Call) -> bytes:
+        """The body, read in pieces up to ``max_response_bytes``: an endless or huge answer
+        fails its request instead of growing memory without bound."""
+        cap = self.config.max_response_bytes
+        if response.content_length is not None and response.content_length > cap:
+            raise self._too_large(call, response.status, f"announces {response.content_length}")
+        pieces, size = [], 0
+        async for piece in response.content.iter_chunked(256 * 1024):
+            size += len(piece)
+            if size > cap:
+                raise self._too_large(call, response.status, "went on past that")
+            pieces.append(piece)
+        return b"".join(pieces)
+
+    def _too_large(self, call: protocol.Call, status: int, what: str) -> ResponseTooLargeError:
+        self.request_count += 1
+        return ResponseTooLargeError(
+            f"the answer is larger than max_response_bytes ({self.config.max_response_bytes} "
+            f"bytes): it {what}",
+            operation=call.operation,
+            model=call.model,
+            status=status,
+        )
 
     def _headers(self, has_body: bool, extra: Mapping[str, str] | None) -> dict[str, str]:
         headers = {"Accept": "application/json"}

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from ..errors import InputError
-from ..options import DEFAULT_MAX_RETRIES, DEFAULT_RETRY_DELAY, DEFAULT_TIMEOUT, Priority
+from ..options import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_RETRY_DELAY,
+    DEFAULT_TIMEOUT,
+    Priority,
+)
 from .columns import DEFAULT_PREFIX
 from .prompts import OPTION_NAMES, PromptSpec
 
@@ -70,6 +77,7 @@ class BatchOptions:
     retry_delay: float = DEFAULT_RETRY_DELAY
     timeout: float | None = DEFAULT_TIMEOUT
     max_rps: float | None = None
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     breaker: dict[str, Any] | bool = True
     priority: str = "normal"
     max_outage: float = DEFAULT_MAX_OUTAGE
@@ -88,6 +96,11 @@ class BatchOptions:
     summary_json: str | None = None
 
     def __post_init__(self) -> None:
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                # nan passes every "> 0" check and inf waits forever: neither is a setting.
+                raise InputError(f"{item.name} must be a finite number; got {value}")
         checks = (
             (self.concurrency >= 1, "concurrency must be at least 1, e.g. 16"),
             (self.max_retries >= 0, "max_retries must be 0 or more"),

@@ -147,6 +147,7 @@ class BatchRun:
                 retry_delay=self.opts.retry_delay,
                 timeout=self.opts.timeout,
                 max_rps=self.opts.max_rps,
+                max_response_bytes=self.opts.max_response_bytes,
                 breaker=self.opts.breaker,
                 queue_size=self._pool.limit,
                 debug=self.opts.debug,

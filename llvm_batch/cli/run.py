@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from typing import Any
 
@@ -18,9 +19,27 @@ from ..batch.config import (
 )
 from ..batch.sinks import atomic_write_bytes
 from ..errors import InputError
-from ..options import DEFAULT_MAX_RETRIES, DEFAULT_RETRY_DELAY, DEFAULT_TIMEOUT, ENV_DEFAULT_MODEL
+from ..options import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_RETRY_DELAY,
+    DEFAULT_TIMEOUT,
+    ENV_DEFAULT_MODEL,
+)
 from .common import UsageFailure, read_key_file, server_options, setup_logging
 from .jobfile import load_job_file
+
+
+class Finite(click.FloatRange):
+    """A float option that is a number: ``inf`` and ``nan`` are refused (exit 2)."""
+
+    name = "number"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
@@ -82,9 +101,9 @@ def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) 
 )
 @click.option("--system", help="System message (chat mode).")
 @click.option("--max-tokens", type=click.IntRange(min=0), help="max_tokens for every row.")
-@click.option("--temperature", type=float, help="temperature for every row.")
+@click.option("--temperature", type=Finite(), help="temperature for every row.")
 @click.option("--top-k", type=click.IntRange(min=0), help="top_k for every row.")
-@click.option("--top-p", type=click.FloatRange(0, 1), help="top_p for every row.")
+@click.option("--top-p", type=Finite(0, 1), help="top_p for every row.")
 @click.option("--params", callback=_json_object, help="Extra params as a JSON object.")
 @click.option("--max-tokens-column", help="Column with per-row max_tokens.")
 @click.option("--temperature-column", help="Column with per-row temperature.")
@@ -110,36 +129,43 @@ def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) 
 )
 @click.option(
     "--retry-delay",
-    type=click.FloatRange(min=0),
+    type=Finite(min=0),
     default=DEFAULT_RETRY_DELAY,
     show_default=True,
     help="First backoff ceiling in seconds (doubles).",
 )
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Finite(min=0, min_open=True),
     default=DEFAULT_TIMEOUT,
     show_default=True,
     help="Seconds per attempt.",
 )
 @click.option(
     "--max-rps",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Finite(min=0, min_open=True),
     help="At most this many requests per second.",
+)
+@click.option(
+    "--max-response-mb",
+    type=Finite(min=0, min_open=True),
+    default=DEFAULT_MAX_RESPONSE_BYTES / 2**20,
+    show_default=True,
+    help="Largest answer read, in MiB; a bigger one fails its row (response_too_large).",
 )
 @click.option(
     "--priority", type=click.Choice(["high", "normal", "low"]), default="normal", show_default=True
 )
 @click.option(
     "--max-outage",
-    type=click.FloatRange(min=0),
+    type=Finite(min=0),
     default=DEFAULT_MAX_OUTAGE,
     show_default=True,
     help="Seconds to wait out an unavailable server before stopping (exit 3).",
 )
 @click.option(
     "--max-error-rate",
-    type=click.FloatRange(0, 1),
+    type=Finite(0, 1),
     default=0.0,
     show_default=True,
     help="Error rows / sent rows above which the exit code is 1.",
@@ -153,7 +179,7 @@ def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) 
 )
 @click.option(
     "--flush-interval",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Finite(min=0, min_open=True),
     default=DEFAULT_FLUSH_INTERVAL,
     show_default=True,
     help="Seconds between checkpoint commits.",
@@ -184,7 +210,7 @@ def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) 
 )
 @click.option(
     "--progress-interval",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Finite(min=0, min_open=True),
     default=DEFAULT_PROGRESS_INTERVAL,
     show_default=True,
     help="Seconds between progress log lines when not on a terminal (cron, Airflow).",
@@ -212,6 +238,7 @@ def run(input_path: str | None, api_key_file: str | None, **options: Any) -> Non
     setup_logging(options["debug"])
     summary_path = options["summary_json"]
     options["api_key"] = read_key_file(api_key_file)
+    options["max_response_bytes"] = max(1, int(options.pop("max_response_mb") * 2**20))
     try:
         summary = run_batch(input_path, options.pop("output"), **options)
     except (InputError, ValueError) as exc:
