@@ -57,8 +57,8 @@ class OutputLock:
         wait: bool,
         on_wait: Callable[[], None] = lambda: None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
-        """Take the lock; :class:`OutputLocked` if held elsewhere and not ``wait``.
+    ) -> bool:
+        """Take the lock (True); :class:`OutputLocked` if held elsewhere and not ``wait``.
 
         When waiting, ``on_wait()`` is called once, as the wait starts.
         """
@@ -70,6 +70,7 @@ class OutputLock:
                 on_wait()
                 waited = True
             await sleep(POLL_S)
+        return True
 
     def release(self, *, remove_if_empty: bool = False) -> None:
         """Let go of the lock; drop the directory first if this run left nothing in it."""

@@ -13,11 +13,12 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 
@@ -35,7 +36,7 @@ from .lock import OutputLock, OutputLocked
 from .progress import Progress
 from .prompts import Request
 from .signals import on_stop_signals
-from .sinks import OutputWriter, default_output, write_output
+from .sinks import OutputWriter, WriteInterrupted, default_output, write_output
 from .sources import Source, detect_format, local_path
 from .summary import (
     ALREADY_DONE,
@@ -50,6 +51,7 @@ from .target import check_target, finished_rows, output_compression
 from .workers import WorkerPool
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PREVIEW_ROWS = 5
 MAX_OPEN_CHUNKS = 32
@@ -88,11 +90,47 @@ class BatchRun:
             limit=self.opts.concurrency * 4 + 32,
             on_failure=lambda exc: self._died("a row worker", exc),
         )
+        self._live: Dispatcher | None = None  # the dispatcher, once there is one
+        self._signal: tuple[int, str] | None = None
+        self._phase: asyncio.Future[Any] | None = None
+        self._stop_writing = threading.Event()
         self._rows: RowFeed[tuple[Chunk, int, Request]] = RowFeed(low=self._window())
 
     # -- the whole run -------------------------------------------------------------------
 
     async def run(self) -> RunSummary:
+        """The whole run; SIGINT/SIGTERM in any phase stop it with 130/143 and one line."""
+        restore = on_stop_signals(self._interrupt)
+        try:
+            return await self._run()
+        finally:
+            restore()
+
+    def _interrupt(self, code: int, reason: str) -> None:
+        if self._signal is None:
+            self._signal = (code, reason)
+        if self._phase is not None:
+            self._phase.cancel()  # a wait for the lock or the server
+        self._stop_writing.set()  # the output's assembly
+        if self._live is not None:
+            self._live.stop(code, reason)
+
+    async def _unless_interrupted(self, work: Coroutine[Any, Any, T]) -> T | None:
+        """``work``'s result, or None when a signal stopped the run first."""
+        if self._signal is not None:
+            work.close()
+            return None
+        phase = self._phase = asyncio.ensure_future(work)
+        try:
+            return await phase
+        except asyncio.CancelledError:
+            if self._signal is None:
+                raise
+            return None
+        finally:
+            self._phase = None
+
+    async def _run(self) -> RunSummary:
         started = self._clock()
         source_path = self.output_path if self.opts.retry_errors else self.input_path
         if self.opts.retry_errors and not os.path.exists(local_path(source_path)):
@@ -121,7 +159,9 @@ class BatchRun:
         }
         lock = OutputLock(staging_dir_for(local_path(self.output_path)))
         try:
-            await lock.acquire(wait=self.opts.wait_for_lock, on_wait=self._say_waiting)
+            waited = lock.acquire(wait=self.opts.wait_for_lock, on_wait=self._say_waiting)
+            if not await self._unless_interrupted(waited):
+                return self._finish_summary(started)
         except OutputLocked:
             return self._locked_out(started)
         try:
@@ -155,7 +195,7 @@ class BatchRun:
             )
             async with client:
                 self.client = client
-                self.dispatcher = Dispatcher(
+                self.dispatcher = self._live = Dispatcher(
                     client,
                     self.model,
                     priority=self.priority,
@@ -163,7 +203,7 @@ class BatchRun:
                     on_stop=self._cancel_rows,
                     clock=self._clock,
                 )
-                if not await self.dispatcher.preflight():
+                if not await self._unless_interrupted(self.dispatcher.preflight()):
                     return self._finish_summary(started)
                 self.checkpoint = Checkpoint.open(
                     self.output_path,
@@ -178,6 +218,8 @@ class BatchRun:
         if self.dispatcher.stop_code is None:
             try:
                 await asyncio.to_thread(self._finalize, fingerprint)
+            except WriteInterrupted:
+                pass  # the signal's stop code says it; the checkpoint is whole
             except OSError as exc:  # disk full...: every row is committed, resumable
                 self.dispatcher.stop(
                     EXIT_INCOMPLETE, f"can't write the output {self.output_path!r}: {_why(exc)}"
@@ -187,10 +229,12 @@ class BatchRun:
         return self._finish_summary(started)
 
     def _finish_summary(self, started: float) -> RunSummary:
-        code = self.dispatcher.stop_code
+        code, reason = self._signal or (None, None)
+        if self._live is not None and self._live.stop_code is not None:
+            code, reason = self._live.stop_code, self._live.stop_reason
         if code is not None:
             self.summary.status = INCOMPLETE if code == EXIT_INCOMPLETE else INTERRUPTED
-            self.summary.stop_reason = self.dispatcher.stop_reason
+            self.summary.stop_reason = reason
         self.summary.finish(errors=self._errors, elapsed_s=self._clock() - started, exit_code=code)
         return self.summary
 
@@ -275,14 +319,12 @@ class BatchRun:
         self._pool.start()
         self._chunk_room = asyncio.Condition()
         committer = asyncio.create_task(self._watched(self._committer(), "the checkpoint writer"))
-        restore = on_stop_signals(self.dispatcher.stop)
         try:
             await self._dispatch()
             if self.dispatcher.stop_code is None:
                 self._rows.close()
             await self._pool.join()
         finally:
-            restore()
             self._finished.set()
             self._commit_wanted.set()
             await committer
@@ -448,6 +490,7 @@ class BatchRun:
                 compression=output_compression(self.output_path),
             ),
             count=(prefix + "status", prefix + "error_type"),
+            stop=self._stop_writing.is_set,
         )
         self.checkpoint.remove()
         statuses, errors = counts[prefix + "status"], counts[prefix + "error_type"]

@@ -13,7 +13,7 @@ import json
 import lzma
 import os
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import IO, Any
 
 import pyarrow as pa
@@ -303,21 +303,34 @@ def _jsonl(table: pa.Table) -> bytes:
     return "".join(line + "\n" for line in lines).encode()
 
 
+class WriteInterrupted(Exception):
+    """The output's assembly was asked to stop (a signal); nothing was written."""
+
+
 def write_output(
-    tables: Iterable[pa.Table], writer: OutputWriter, *, count: Sequence[str] = ()
+    tables: Iterable[pa.Table],
+    writer: OutputWriter,
+    *,
+    count: Sequence[str] = (),
+    stop: Callable[[], bool] = lambda: False,
 ) -> dict[str, Counter[str]]:
     """Write ``tables`` through ``writer`` and commit it (or abort it on any error).
 
     Returns, for each column named in ``count``, how often each non-null value occurred.
+    ``stop()`` is asked between tables: True aborts with :class:`WriteInterrupted`.
     """
     counts: dict[str, Counter[str]] = {name: Counter() for name in count}
     try:
         for table in tables:
+            if stop():
+                raise WriteInterrupted(writer.path)
             writer.write(table)
             for name, counter in counts.items():
                 for entry in pc.value_counts(table.column(name)).to_pylist():
                     if entry["values"] is not None:
                         counter[entry["values"]] += entry["counts"]
+        if stop():
+            raise WriteInterrupted(writer.path)
         writer.commit()
     except BaseException:
         writer.abort()
