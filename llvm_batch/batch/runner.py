@@ -120,7 +120,8 @@ class BatchRun:
         if self._signal is not None:
             work.close()
             return None
-        phase = self._phase = asyncio.ensure_future(work)
+        phase: asyncio.Future[T] = asyncio.ensure_future(work)
+        self._phase = phase
         try:
             return await phase
         except asyncio.CancelledError:
