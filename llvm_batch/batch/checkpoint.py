@@ -38,6 +38,7 @@ class Checkpoint:
     def __init__(self, directory: str, manifest: dict[str, Any]) -> None:
         self.directory = directory
         self.manifest = manifest
+        self.dropped: list[str] = []  # damaged or missing parts found on resume
         self._by_chunk: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for part in manifest["parts"]:
             self._by_chunk[int(part["chunk"])].append(part)
@@ -70,6 +71,7 @@ class Checkpoint:
                     " than this run; pass --overwrite to discard it and start over"
                 )
             checkpoint = cls(directory, manifest)
+            checkpoint._drop_damaged()
             checkpoint._remove_orphans()
             return checkpoint
         try:
@@ -117,6 +119,9 @@ class Checkpoint:
         """Durably add a part of finished rows of ``chunk`` (blocking: run off the loop)."""
         seq = len(self._by_chunk[chunk])
         name = f"part-{chunk:08d}-{seq:04d}.parquet"
+        while any(part["file"] == name for part in self.manifest["parts"]) or name in self.dropped:
+            seq += 1
+            name = f"part-{chunk:08d}-{seq:04d}.parquet"
         write_part(os.path.join(self.directory, name), table)
         entry = {"file": name, "chunk": chunk, "rows": table.num_rows}
         self.manifest["parts"].append(entry)
@@ -149,6 +154,29 @@ class Checkpoint:
     def _write_manifest(self) -> None:
         data = json.dumps(self.manifest, separators=(",", ":")).encode()
         atomic_write_bytes(os.path.join(self.directory, MANIFEST), data)
+
+    def _drop_damaged(self) -> None:
+        """Forget parts that are missing, unreadable or short: their rows run again.
+
+        A part is only listed once fsynced, so this is a disk or a person at fault; paying
+        again for a few rows beats refusing to resume or writing an output with holes.
+        """
+        kept = []
+        for part in self.manifest["parts"]:
+            try:
+                whole = pq.read_metadata(self._path(part)).num_rows == int(part["rows"])
+            except (OSError, pa.ArrowException, KeyError, ValueError):
+                whole = False
+            if whole:
+                kept.append(part)
+            else:
+                self.dropped.append(str(part.get("file")))
+        if self.dropped:
+            self.manifest["parts"] = kept
+            self._by_chunk.clear()
+            for part in kept:
+                self._by_chunk[int(part["chunk"])].append(part)
+            self._write_manifest()
 
     def _remove_orphans(self) -> None:
         listed = {part["file"] for part in self.manifest["parts"]} | {MANIFEST}

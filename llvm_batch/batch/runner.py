@@ -213,6 +213,10 @@ class BatchRun:
                     overwrite=self.opts.overwrite,
                 )
                 self.summary.resumed = self.checkpoint.committed_rows
+                self.summary.notes.extend(
+                    f"checkpoint part {name} was damaged or missing: its rows ran again"
+                    for name in self.checkpoint.dropped
+                )
                 await self._process()
                 self.summary.requests = client.request_count
                 self.summary.retries = client.retry_count

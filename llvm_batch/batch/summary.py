@@ -47,6 +47,7 @@ class RunSummary:
     stop_reason: str | None = None
     exit_code: int = EXIT_OK
     preview: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def finish(
         self, *, errors: Counter[str], elapsed_s: float, exit_code: int | None = None
@@ -94,6 +95,7 @@ class RunSummary:
         if self.error_types:
             kinds = ", ".join(f"{k} {v}" for k, v in self.error_types.items())
             out.append(f"  error types: {kinds}")
+        out.extend(f"  note: {note}" for note in self.notes)
         if self.stop_reason:
             out.append(f"  stopped: {self.stop_reason}")
         if self.status in (INCOMPLETE, INTERRUPTED):
