@@ -141,6 +141,7 @@ class BatchRun:
             self.output_format if self.opts.retry_errors else self.opts.input_format,
             string_columns=self.spec.text_columns(),
         )
+        await asyncio.to_thread(self.source.prescan)
         self._setup_columns()
         self.spec.check(self.source.schema)
         check_target(

@@ -98,6 +98,8 @@ class Source:
         self.path = str(path)
         self.format = detect_format(self.path, fmt)
         self._string_columns = string_columns
+        self._all_text = False
+        self._rows: int | None = None
         self.schema = self._read_schema()
 
     def _read_schema(self) -> pa.Schema:
@@ -115,9 +117,7 @@ class Source:
                     reader = pacsv.open_csv(
                         handle,
                         read_options=pacsv.ReadOptions(block_size=READ_BLOCK_BYTES),
-                        convert_options=pacsv.ConvertOptions(
-                            column_types={c: pa.string() for c in self._string_columns}
-                        ),
+                        convert_options=pacsv.ConvertOptions(column_types=self._text_types()),
                     )
                 else:
                     reader = pajson.open_json(
@@ -127,10 +127,36 @@ class Source:
                 raise InputError(_unreadable(self.path, self.format, exc)) from None
             yield reader
 
+    def _text_types(self) -> dict[str, pa.DataType]:
+        names = self._string_columns
+        if self._all_text:
+            with _open_binary(self.path) as handle:
+                names = tuple(pacsv.open_csv(handle).schema.names)
+        return {name: pa.string() for name in names}
+
+    def prescan(self) -> None:
+        """Read a CSV or JSONL file through once, before anything is sent, so that its schema
+        holds for the whole file: a CSV whose column types change part-way is read as text
+        (every value exactly as written); a JSONL file that does so is refused.
+        """
+        if self.format == "parquet":
+            return
+        try:
+            self._rows = self._count()
+        except InputError:
+            if self.format != "csv":
+                raise
+            self._all_text = True
+            self.schema = self._read_schema()
+            self._rows = self._count()
+
+    def _count(self) -> int:
+        return sum(batch.num_rows for _, batch in self.chunks(64 * 1024))
+
     def num_rows(self) -> int | None:
-        """The row count when the file says it without a full read (Parquet), else None."""
+        """The row count when known without a full read (Parquet, a pre-scanned file)."""
         if self.format != "parquet":
-            return None
+            return self._rows
         with _open_binary(self.path) as handle:
             return int(pq.ParquetFile(handle).metadata.num_rows)
 
@@ -206,9 +232,13 @@ def _conform(batch: pa.RecordBatch, schema: pa.Schema, path: str) -> pa.RecordBa
     try:
         return pa.Table.from_batches([batch]).cast(schema).to_batches()[0]
     except (pa.ArrowException, ValueError) as exc:
-        raise InputError(f"input {path!r} changes its column types part-way: {exc}") from None
+        raise InputError(
+            f"input {safe_url(path)!r} changes its column types part-way: {exc}"
+        ) from None
 
 
 def _unreadable(path: str, fmt: str, exc: BaseException) -> str:
     detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "changed from" in detail or "conversion error" in detail:
+        detail = f"its column types change part-way ({detail}); give every row the same types"
     return f"can't read {safe_url(path)!r} as {fmt}: {safe_url(detail)}"
