@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from ..client import AsyncLLVMClient
 from ..errors import InputError
 from ..options import (
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -131,6 +133,31 @@ class BatchOptions:
         if unknown:
             raise TypeError(f"unknown run_batch option(s): {', '.join(unknown)}")
         return cls(**kwargs)
+
+    def client(
+        self,
+        base_url: str | None,
+        model: str,
+        *,
+        queue_size: int,
+        sleep: Callable[[float], Awaitable[None]],
+    ) -> AsyncLLVMClient:
+        """The client these options ask for (``sleep``: the worker pool's, see workers.py)."""
+        return AsyncLLVMClient(
+            base_url=base_url,
+            api_key=self.api_key,
+            default_model=model,
+            max_concurrent_requests=self.concurrency,
+            max_retries=self.max_retries,
+            retry_delay=self.retry_delay,
+            timeout=self.timeout,
+            max_rps=self.max_rps,
+            max_response_bytes=self.max_response_bytes,
+            breaker=self.breaker,
+            queue_size=queue_size,
+            debug=self.debug,
+            sleep=sleep,
+        )
 
     def prompt_spec(self) -> PromptSpec:
         options = {name: getattr(self, name) for name in OPTION_NAMES}

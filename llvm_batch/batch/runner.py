@@ -22,12 +22,12 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 
-from ..client import AsyncLLVMClient
 from ..errors import InputError
 from ..options import ENV_DEFAULT_MODEL, Priority
 from . import columns as cols
 from .checkpoint import Checkpoint, staging_dir_for
 from .chunk import Chunk
+from .committer import Committer
 from .config import BatchOptions
 from .dispatch import Dispatcher
 from .feed import RowFeed
@@ -35,7 +35,7 @@ from .layout import plan_columns
 from .lock import OutputLock, OutputLocked
 from .progress import Progress
 from .prompts import Request
-from .signals import on_stop_signals
+from .signals import Interrupts, on_stop_signals
 from .sinks import OutputWriter, WriteInterrupted, default_output, write_output
 from .sources import Source, detect_format, local_path
 from .summary import (
@@ -54,7 +54,6 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 PREVIEW_ROWS = 5
-MAX_OPEN_CHUNKS = 32
 
 
 class BatchRun:
@@ -79,9 +78,12 @@ class BatchRun:
             input=self.input_path, output=self.output_path, max_error_rate=options.max_error_rate
         )
         self._errors: Counter[str] = Counter()
-        self._finished = asyncio.Event()
-        self._open: dict[int, Chunk] = {}
-        self._commit_wanted = asyncio.Event()
+        self._commits = Committer(
+            options.flush_interval,
+            clock,
+            stop=lambda code, reason: self.dispatcher.stop(code, reason),
+            stopped=lambda: self.dispatcher.stop_code is not None,
+        )
         # Workers (one per slot, plus stand-ins for rows in backoff) pull rows from a feed
         # with backpressure: no task per row.
         self._pool = WorkerPool(
@@ -91,8 +93,7 @@ class BatchRun:
             on_failure=lambda exc: self._died("a row worker", exc),
         )
         self._live: Dispatcher | None = None  # the dispatcher, once there is one
-        self._signal: tuple[int, str] | None = None
-        self._phase: asyncio.Future[Any] | None = None
+        self._interrupts = Interrupts(self._interrupt)
         self._stop_writing = threading.Event()
         self._rows: RowFeed[tuple[Chunk, int, Request]] = RowFeed(low=self._window())
 
@@ -100,36 +101,16 @@ class BatchRun:
 
     async def run(self) -> RunSummary:
         """The whole run; SIGINT/SIGTERM in any phase stop it with 130/143 and one line."""
-        restore = on_stop_signals(self._interrupt)
+        restore = on_stop_signals(self._interrupts)
         try:
             return await self._run()
         finally:
             restore()
 
     def _interrupt(self, code: int, reason: str) -> None:
-        if self._signal is None:
-            self._signal = (code, reason)
-        if self._phase is not None:
-            self._phase.cancel()  # a wait for the lock or the server
         self._stop_writing.set()  # the output's assembly
         if self._live is not None:
             self._live.stop(code, reason)
-
-    async def _unless_interrupted(self, work: Coroutine[Any, Any, T]) -> T | None:
-        """``work``'s result, or None when a signal stopped the run first."""
-        if self._signal is not None:
-            work.close()
-            return None
-        phase: asyncio.Future[T] = asyncio.ensure_future(work)
-        self._phase = phase
-        try:
-            return await phase
-        except asyncio.CancelledError:
-            if self._signal is None:
-                raise
-            return None
-        finally:
-            self._phase = None
 
     async def _run(self) -> RunSummary:
         started = self._clock()
@@ -162,7 +143,7 @@ class BatchRun:
         lock = OutputLock(staging_dir_for(local_path(self.output_path)))
         try:
             waited = lock.acquire(wait=self.opts.wait_for_lock, on_wait=self._say_waiting)
-            if not await self._unless_interrupted(waited):
+            if not await self._interrupts.unless_interrupted(waited):
                 return self._finish_summary(started)
         except OutputLocked:
             return self._locked_out(started)
@@ -180,20 +161,8 @@ class BatchRun:
             json.dumps(fingerprint, sort_keys=True).encode()
         ).hexdigest()[:16]
         async with self._server() as base_url:
-            client = AsyncLLVMClient(
-                base_url=base_url,
-                api_key=self.opts.api_key,
-                default_model=self.model,
-                max_concurrent_requests=self.opts.concurrency,
-                max_retries=self.opts.max_retries,
-                retry_delay=self.opts.retry_delay,
-                timeout=self.opts.timeout,
-                max_rps=self.opts.max_rps,
-                max_response_bytes=self.opts.max_response_bytes,
-                breaker=self.opts.breaker,
-                queue_size=self._pool.limit,
-                debug=self.opts.debug,
-                sleep=self._pool.sleep,
+            client = self.opts.client(
+                base_url, self.model, queue_size=self._pool.limit, sleep=self._pool.sleep
             )
             async with client:
                 self.client = client
@@ -205,7 +174,7 @@ class BatchRun:
                     on_stop=self._cancel_rows,
                     clock=self._clock,
                 )
-                if not await self._unless_interrupted(self.dispatcher.preflight()):
+                if not await self._interrupts.unless_interrupted(self.dispatcher.preflight()):
                     return self._finish_summary(started)
                 self.checkpoint = Checkpoint.open(
                     self.output_path,
@@ -235,7 +204,7 @@ class BatchRun:
         return self._finish_summary(started)
 
     def _finish_summary(self, started: float) -> RunSummary:
-        code, reason = self._signal or (None, None)
+        code, reason = self._interrupts.signal or (None, None)
         if self._live is not None and self._live.stop_code is not None:
             code, reason = self._live.stop_code, self._live.stop_reason
         if code is not None:
@@ -323,16 +292,16 @@ class BatchRun:
         if self.summary.resumed:
             self.progress.advance(self.summary.resumed)
         self._pool.start()
-        self._chunk_room = asyncio.Condition()
-        committer = asyncio.create_task(self._watched(self._committer(), "the checkpoint writer"))
+        committer = asyncio.create_task(
+            self._watched(self._commits.run(self.checkpoint), "the checkpoint writer")
+        )
         try:
             await self._dispatch()
             if self.dispatcher.stop_code is None:
                 self._rows.close()
             await self._pool.join()
         finally:
-            self._finished.set()
-            self._commit_wanted.set()
+            self._commits.finish()
             await committer
             self.progress.close()
 
@@ -354,7 +323,12 @@ class BatchRun:
         chunks = self.source.chunks(chunk_size)
         self.summary.rows = 0
         while self.dispatcher.stop_code is None:
-            item = await asyncio.to_thread(next, chunks, None)
+            try:
+                item = await asyncio.to_thread(next, chunks, None)
+            except InputError as exc:  # the file changed under the run: rows were sent
+                reason = f"{exc}; the rows done so far are kept: fix the input and run again"
+                self.dispatcher.stop(EXIT_INCOMPLETE, reason)
+                return
             if item is None:
                 break
             index, batch = item
@@ -363,12 +337,7 @@ class BatchRun:
             done = {r - start for r in self.checkpoint.rows_done(index)}
             if len(done) == batch.num_rows:
                 continue
-            async with self._chunk_room:
-                await self._chunk_room.wait_for(
-                    lambda: (
-                        len(self._open) < MAX_OPEN_CHUNKS or self.dispatcher.stop_code is not None
-                    )
-                )
+            await self._commits.wait_for_room()
             chunk = Chunk(
                 index,
                 start,
@@ -376,7 +345,7 @@ class BatchRun:
                 already_done=len(done),
                 prefix=self.opts.prefix,
             )
-            self._open[index] = chunk
+            self._commits.open[index] = chunk
             await self._submit_chunk(chunk, batch, done)
 
     async def _submit_chunk(self, chunk: Chunk, batch: pa.RecordBatch, done: set[int]) -> None:
@@ -413,7 +382,7 @@ class BatchRun:
         self._pool.cancel()
         self._rows.clear()
         self._rows.close()  # a worker that missed its cancel finds no row, not a wait
-        self._commit_wanted.set()
+        self._commits.wanted.set()
 
     def _finish(self, chunk: Chunk, offset: int, result: cols.RowResult, counted: str = "") -> None:
         chunk.finish(offset, result, self._clock())
@@ -430,7 +399,7 @@ class BatchRun:
             self.summary.sent += result.attempts > 0
         self.progress.advance()
         if chunk.complete:
-            self._commit_wanted.set()
+            self._commits.wanted.set()
 
     def _status(self) -> dict[str, Any]:
         return {
@@ -441,47 +410,6 @@ class BatchRun:
         }
 
     # -- commit and output ---------------------------------------------------------------
-
-    async def _committer(self) -> None:
-        """Commit finished rows: whole chunks at once, stragglers every ``flush_interval``."""
-        interval = self.opts.flush_interval
-        while True:
-            try:
-                await asyncio.wait_for(self._commit_wanted.wait(), timeout=interval / 2)
-            except asyncio.TimeoutError:
-                pass
-            self._commit_wanted.clear()
-            final = self._finished.is_set()
-            await self._commit(force=final)
-            if final:
-                return
-            if self.dispatcher.stop_code is not None:
-                # Rows of open chunks were cancelled: wake a dispatch waiting for chunk room.
-                async with self._chunk_room:
-                    self._chunk_room.notify_all()
-
-    async def _commit(self, force: bool) -> None:
-        now = self._clock()
-        for index in sorted(self._open):
-            chunk = self._open[index]
-            due = chunk.first_unflushed_at is not None and (
-                chunk.complete
-                or force
-                or now - chunk.first_unflushed_at >= self.opts.flush_interval
-            )
-            if due:
-                table = chunk.take_unflushed()
-                try:
-                    await asyncio.to_thread(self.checkpoint.commit, index, table)
-                except OSError as exc:  # disk full...: stop; these rows run again on resume
-                    self.dispatcher.stop(
-                        EXIT_INCOMPLETE,
-                        f"can't write the checkpoint in {self.checkpoint.directory!r}: {_why(exc)}",
-                    )
-            if chunk.complete and not chunk.unflushed:
-                del self._open[index]
-                async with self._chunk_room:
-                    self._chunk_room.notify_all()
 
     def _finalize(self, fingerprint: dict[str, Any]) -> None:
         """Assemble the parts, in row order, into the output file; drop the staging directory."""
