@@ -49,7 +49,7 @@ def check_target(
                 f"the output {output_path!r} is the input file; the input is never "
                 "overwritten: name another output with -o"
             )
-    _check_writable(out, "output")
+    _check_writable(out, "output", create_directory=True)
     if summary_json is not None:
         _check_writable(summary_json, "--summary-json file")
 
@@ -63,10 +63,15 @@ def _same_file(a: str, b: str) -> bool:
         return False
 
 
-def _check_writable(path: str, what: str) -> None:
+def _check_writable(path: str, what: str, *, create_directory: bool = False) -> None:
+    """Refuse a path the run could not write; with ``create_directory`` its missing
+    directories are fine as long as the run can create them (the run does, as it starts)."""
     if os.path.isdir(path):
         raise InputError(f"the {what} {path!r} is a directory; name a file")
     directory = os.path.dirname(os.path.abspath(path))
+    if create_directory:
+        while not os.path.exists(directory) and os.path.dirname(directory) != directory:
+            directory = os.path.dirname(directory)
     if not os.path.isdir(directory):
         raise InputError(f"can't write the {what} {path!r}: its directory does not exist")
     if not os.access(directory, os.W_OK | os.X_OK):

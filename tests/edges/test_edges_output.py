@@ -174,7 +174,7 @@ def test_every_accepted_output_name_is_written_as_it_says(
     [
         ("out.parquet.gz", "compresses itself"),
         ("memory://bucket/out.parquet", "is a URL"),
-        ("missing-dir/out.parquet", "directory does not exist"),
+        ("a-file/out.parquet", "directory does not exist"),
         ("out.txt", "can't tell the format"),
     ],
 )
@@ -182,6 +182,7 @@ def test_an_output_that_cant_be_written_is_refused_before_sending(
     tmp_path: Path, server, out, why
 ) -> None:
     source = write_parquet(tmp_path / "in.parquet", prompts_table(4))
+    (tmp_path / "a-file").write_text("a file, not a directory")
     target = out if "://" in out else str(tmp_path / out)
 
     result = run(source, target, server.url)
@@ -217,3 +218,11 @@ def test_categorical_columns_read_back_as_written(tmp_path: Path, server, suffix
     rows = read_rows(out)
     assert [r["colour"] for r in rows] == ["red", "green", "blue", "red"]
     assert [r["code"] for r in rows] == [3, 1, 3, 2]
+
+
+def test_missing_output_directories_are_created(tmp_path: Path, server) -> None:
+    source = write_parquet(tmp_path / "in.parquet", prompts_table(2))
+    out = tmp_path / "out" / "2025-01-02" / "out.parquet"
+
+    assert run(source, out, server.url).exit_code == 0
+    assert len(read_rows(out)) == 2
