@@ -9,11 +9,13 @@ so a crashed run never leaves a stale lock behind.
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import os
 from collections.abc import Awaitable, Callable
 
 POLL_S = 0.2
+_NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS}
 
 
 class OutputLocked(Exception):
@@ -37,6 +39,14 @@ class OutputLock:
             except BlockingIOError:
                 os.close(fd)
                 return False
+            except OSError as exc:
+                if exc.errno not in _NO_LOCKS:
+                    os.close(fd)
+                    raise
+                # A file system without flock (some network mounts): run unguarded, as
+                # before locks existed, rather than not at all.
+                self._fd = fd
+                return True
             except BaseException:
                 os.close(fd)
                 raise

@@ -98,7 +98,8 @@ def finished_rows(output_path: str, fmt: str, fingerprint: dict[str, Any]) -> in
             f"the output {output_path!r} already exists and is not a finished run of "
             "this input; pass --overwrite to replace it"
         )
-    if meta.get("options") != fingerprint["options"]:
+    # An output written before outputs carried their options is judged by its input alone.
+    if "options" in meta and meta["options"] != fingerprint["options"]:
         change = describe_change({"options": meta.get("options")}, fingerprint)
         raise ResumeMismatchError(
             f"the output {output_path!r} is a finished run of this input with "

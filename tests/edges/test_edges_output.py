@@ -226,3 +226,21 @@ def test_missing_output_directories_are_created(tmp_path: Path, server) -> None:
 
     assert run(source, out, server.url).exit_code == 0
     assert len(read_rows(out)) == 2
+
+
+def test_an_output_finished_before_outputs_carried_options_is_still_complete(
+    tmp_path: Path, server
+) -> None:
+    source = write_parquet(tmp_path / "in.parquet", prompts_table(3))
+    out = tmp_path / "out.parquet"
+    assert run(source, out, server.url).exit_code == 0
+    table = pq.read_table(out)
+    record = json.loads(table.schema.metadata[b"llvm_batch"])
+    old = {"input": record["input"], "rows": record["rows"]}  # what earlier versions wrote
+    pq.write_table(table.replace_schema_metadata({b"llvm_batch": json.dumps(old).encode()}), out)
+    sent = server.stats.inference_requests
+
+    again = run(source, out, server.url)
+
+    assert again.exit_code == 0 and "already_complete" in again.output
+    assert server.stats.inference_requests == sent
