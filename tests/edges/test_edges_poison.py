@@ -199,3 +199,20 @@ def test_a_dying_row_worker_stops_the_run_at_once(
     assert result.exit_code == 3, result.output
     assert "a row worker failed (KeyError: 'a bug')" in result.output
     assert len(posts(app)) < 1000
+
+
+def test_df_llvm_fails_only_the_poisoned_row(scripted_thread) -> None:
+    import pandas as pd
+
+    import llvm_batch.accessor  # noqa: F401 - registers df.llvm
+
+    app = scripted_thread(
+        lambda seen, request: raw_json(POISONS["output"]) if seen.inputs == "poison" else None
+    )
+    frame = pd.DataFrame({"prompt": ["a", "poison", "b"]})
+
+    out = frame.llvm.infer(MODEL, base_url=app.url, progress=False)
+
+    assert list(out["llvm_status"]) == ["ok", "error", "ok"]
+    assert "surrogate" in out["llvm_error"][1]
+    pq.write_table(pa.Table.from_pandas(out), pa.BufferOutputStream())  # storable as it is
