@@ -409,5 +409,5 @@ def _why(exc: OSError) -> str:
 
 
 def _shown(request: Request) -> str:
-    text = request.inputs if isinstance(request.inputs, str) else json.dumps(request.inputs)
+    text = request.shown()
     return text if len(text) <= 200 else text[:200] + "..."
