@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from ..client import AsyncLLVMClient
 from ..errors import InputError
-from ..options import ENV_DEFAULT_MODEL, Priority
+from ..options import DEFAULT_PROTOCOL, ENV_DEFAULT_MODEL, Priority
 from . import columns as cols
 from .checkpoint import Checkpoint
 from .chunk import Chunk
@@ -103,9 +103,10 @@ class BatchRun:
         self.model = self.opts.model or os.environ.get(ENV_DEFAULT_MODEL) or ""
         if not self.model:
             raise InputError(f"no model given: pass --model or set {ENV_DEFAULT_MODEL}")
+        self.protocol = self.opts.protocol_in_use()
         fingerprint = {
             "input": self.source.fingerprint(),
-            "options": {**self.opts.shaping(), "model": self.model},
+            "options": {**self.opts.shaping(self.protocol), "model": self.model},
         }
         self._key_prefix = hashlib.sha256(
             json.dumps(fingerprint, sort_keys=True).encode()
@@ -121,6 +122,7 @@ class BatchRun:
                 timeout=self.opts.timeout,
                 max_rps=self.opts.max_rps,
                 breaker=self.opts.breaker,
+                protocol=self.protocol,
                 queue_size=self._pool.limit,
                 debug=self.opts.debug,
                 sleep=self._pool.sleep,
@@ -174,7 +176,8 @@ class BatchRun:
             return
         from ..server import ReferenceServer
 
-        async with ReferenceServer() as server:
+        wire = "llvm" if self.protocol == DEFAULT_PROTOCOL else "openai"
+        async with ReferenceServer(protocol=wire) as server:
             yield server.url
 
     def _window(self) -> int:
@@ -320,6 +323,7 @@ class BatchRun:
             self.summary.kept += 1
         if result.status == cols.STATUS_OK:
             self.summary.ok += 1
+            self._count_tokens(result)
         elif result.status == cols.STATUS_ERROR:
             self.summary.error += 1
             self._errors[result.error_type or "error"] += 1
@@ -330,6 +334,11 @@ class BatchRun:
         self.progress.advance()
         if chunk.complete:
             self._commit_wanted.set()
+
+    def _count_tokens(self, result: cols.RowResult) -> None:
+        self.summary.input_tokens += result.input_tokens or 0
+        self.summary.output_tokens += result.output_tokens or 0
+        self.summary.truncated += result.finish_reason == cols.FINISH_LENGTH
 
     def _status(self) -> dict[str, Any]:
         return {
@@ -393,10 +402,16 @@ class BatchRun:
                 self.output_schema,
                 metadata={"input": fingerprint["input"], "rows": self.summary.rows},
             ),
-            count=(prefix + "status", prefix + "error_type"),
+            count=(prefix + "status", prefix + "error_type", prefix + "finish_reason"),
+            total=(prefix + "input_tokens", prefix + "output_tokens"),
         )
         self.checkpoint.remove()
-        statuses, errors = counts[prefix + "status"], counts[prefix + "error_type"]
+        values, totals = counts
+        statuses, errors = values[prefix + "status"], values[prefix + "error_type"]
+        # Rows resumed from an earlier run count too: the totals are the output's.
+        self.summary.input_tokens = totals[prefix + "input_tokens"]
+        self.summary.output_tokens = totals[prefix + "output_tokens"]
+        self.summary.truncated = values[prefix + "finish_reason"].get(cols.FINISH_LENGTH, 0)
         self.summary.ok = statuses.get(cols.STATUS_OK, 0)
         self.summary.error = statuses.get(cols.STATUS_ERROR, 0)
         self.summary.skipped = statuses.get(cols.STATUS_SKIPPED, 0)

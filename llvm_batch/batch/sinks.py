@@ -13,7 +13,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -245,14 +245,27 @@ def _jsonl(table: pa.Table) -> bytes:
     return "".join(line + "\n" for line in lines).encode()
 
 
+class OutputCounts(NamedTuple):
+    """What :func:`write_output` counted: value counts and column totals, by column name."""
+
+    values: dict[str, Counter[str]]
+    totals: dict[str, int]
+
+
 def write_output(
-    tables: Iterable[pa.Table], writer: OutputWriter, *, count: Sequence[str] = ()
-) -> dict[str, Counter[str]]:
+    tables: Iterable[pa.Table],
+    writer: OutputWriter,
+    *,
+    count: Sequence[str] = (),
+    total: Sequence[str] = (),
+) -> OutputCounts:
     """Write ``tables`` through ``writer`` and commit it (or abort it on any error).
 
-    Returns, for each column named in ``count``, how often each non-null value occurred.
+    Counts how often each non-null value occurs in the columns named in ``count``, and adds
+    up the (integer) columns named in ``total``.
     """
     counts: dict[str, Counter[str]] = {name: Counter() for name in count}
+    totals = dict.fromkeys(total, 0)
     try:
         for table in tables:
             writer.write(table)
@@ -260,8 +273,10 @@ def write_output(
                 for entry in pc.value_counts(table.column(name)).to_pylist():
                     if entry["values"] is not None:
                         counter[entry["values"]] += entry["counts"]
+            for name in totals:
+                totals[name] += pc.sum(table.column(name)).as_py() or 0
         writer.commit()
     except BaseException:
         writer.abort()
         raise
-    return counts
+    return OutputCounts(counts, totals)

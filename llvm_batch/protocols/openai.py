@@ -10,11 +10,11 @@ and instruction-tuned models answer properly only when their chat template is ap
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
-from .. import codec
 from ..errors import BadRequestError, LLVMError, ModelNotFoundError
 from .base import NO_USAGE, Call, Usage, WireProtocol, check_messages, shape_error
 
@@ -27,7 +27,7 @@ def _int_or_none(value: Any) -> int | None:
 
 
 def _text(inputs: Any) -> str:
-    return inputs if isinstance(inputs, str) else codec.dumps_text(inputs)
+    return inputs if isinstance(inputs, str) else json.dumps(inputs, separators=(",", ":"))
 
 
 class OpenAIProtocol(WireProtocol):
