@@ -87,9 +87,8 @@ class _Routes:
             return openai_error(404, f"The model `{model_id}` does not exist.")
         inputs = body[key]
         if key == "messages":
-            # As one prompt, the LLVM protocol's way, so both protocols echo the same text.
             try:
-                inputs = chat_prompt(inputs)
+                inputs = _as_prompt(inputs)
             except ValueError as exc:
                 return openai_error(400, str(exc))
         answer = await self.server.generate(request, model_id, raw, inputs, body.get("max_tokens"))
@@ -115,3 +114,17 @@ class _Routes:
                 },
             }
         )
+
+
+def _as_prompt(messages: Any) -> str:
+    """The text echoed for ``messages``: a lone user turn as it is (as a plain prompt gets
+    sent, so both protocols echo the same text for it), else the LLVM protocol's prompt."""
+    if (
+        isinstance(messages, list)
+        and len(messages) == 1
+        and isinstance(messages[0], dict)
+        and messages[0].get("role") == "user"
+        and isinstance(messages[0].get("content"), str)
+    ):
+        return str(messages[0]["content"])
+    return chat_prompt(messages)
