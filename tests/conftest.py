@@ -172,16 +172,24 @@ def protocol_answer(seen: Seen) -> web.Response:
     if seen.method == "POST" and len(parts) == 3 and parts[2] == "inference":
         model = unquote(parts[1])
         outputs = reference_output(model, seen.inputs, seen.body.get("max_tokens"))
-        return web.json_response({"model_id": model, "outputs": outputs, "metadata": {"t": 1}})
+        return web.json_response(answer_for("llvm", model, outputs))
     if seen.method == "POST" and parts[-1] == "completions" and isinstance(seen.body, dict):
         model = seen.body["model"]
         outputs = reference_output(model, seen.inputs, seen.body.get("max_tokens"))
-        key = "text" if parts == ["completions"] else "message"
-        choice = {key: outputs if key == "text" else {"role": "assistant", "content": outputs}}
-        return web.json_response(
-            {"model": model, "choices": [{**choice, "finish_reason": "stop"}], "t": 1}
-        )
+        wire = "openai-completions" if parts == ["completions"] else "openai"
+        return web.json_response(answer_for(wire, model, outputs))
     return web.json_response({"error": "no such route"}, status=404)
+
+
+def answer_for(protocol: str, model: str, text: str) -> dict[str, Any]:
+    """A healthy generation answer carrying ``text``, in ``protocol``'s shape."""
+    if protocol == "llvm":
+        return {"model_id": model, "outputs": text, "metadata": {"t": 1}}
+    if protocol == "openai-completions":
+        choice: dict[str, Any] = {"text": text}
+    else:
+        choice = {"message": {"role": "assistant", "content": text}}
+    return {"model": model, "choices": [{**choice, "finish_reason": "stop"}], "t": 1}
 
 
 @pytest.fixture
