@@ -158,7 +158,7 @@ class Scripted:
 def protocol_answer(seen: Seen) -> web.Response:
     """What a healthy server answers to ``seen``, in the protocol its path and body speak.
 
-    The model list and model info carry both protocols' fields, so one app serves either.
+    The model list carries both protocols' fields, so one app serves either.
     """
     parts = seen.path.split("?", 1)[0].strip("/").split("/")
     if seen.method == "GET" and parts == ["models"]:
@@ -166,9 +166,7 @@ def protocol_answer(seen: Seen) -> web.Response:
         return web.json_response(listed)
     if seen.method == "GET" and len(parts) == 2 and parts[0] == "models":
         model = unquote(parts[1])
-        return web.json_response(
-            {"model_id": model, "id": model, "status": "loaded", "details": {"n": 1}}
-        )
+        return web.json_response({"model_id": model, "status": "loaded", "details": {"n": 1}})
     if seen.method == "POST" and len(parts) == 3 and parts[2] == "inference":
         model = unquote(parts[1])
         outputs = reference_output(model, seen.inputs, seen.body.get("max_tokens"))
