@@ -31,6 +31,12 @@ from llvm_batch.batch import run_batch  # noqa: E402
 from llvm_batch.server import reference_output  # noqa: E402
 
 
+def _server(srv: ServerProcess, args: argparse.Namespace) -> dict[str, str]:
+    """run_batch's base_url and protocol: the reference server speaks OpenAI under /v1."""
+    root = srv.url + ("/v1" if args.protocol == "openai" else "")
+    return {"base_url": root, "protocol": args.protocol}
+
+
 def latency(args: argparse.Namespace) -> None:
     ideal = args.concurrency / args.latency
     with tempfile.TemporaryDirectory() as tmp, ServerProcess("--latency", str(args.latency)) as srv:
@@ -41,7 +47,7 @@ def latency(args: argparse.Namespace) -> None:
             path,
             os.path.join(tmp, "out.parquet"),
             model=MODEL,
-            base_url=srv.url,
+            **_server(srv, args),
             concurrency=args.concurrency,
             progress=False,
         )
@@ -49,7 +55,7 @@ def latency(args: argparse.Namespace) -> None:
     rate = args.rows / elapsed
     print(
         f"latency hiding: {args.rows} rows, server latency {args.latency * 1000:.0f} ms, "
-        f"concurrency {args.concurrency}"
+        f"concurrency {args.concurrency}, protocol {args.protocol}"
     )
     print(
         f"  {rate:.0f} rows/s of an ideal {ideal:.0f} = {rate / ideal:.3f}  "
@@ -85,7 +91,7 @@ def soak(args: argparse.Namespace) -> None:
                     path,
                     out,
                     model=MODEL,
-                    base_url=srv.url,
+                    **_server(srv, args),
                     concurrency=32,
                     retry_delay=0.05,
                     max_retries=5,
@@ -138,6 +144,7 @@ def soak(args: argparse.Namespace) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--protocol", choices=["llvm", "openai"], default="llvm")
     sub = parser.add_subparsers(dest="what", required=True)
     lat = sub.add_parser("latency")
     lat.add_argument("--rows", type=int, default=6400)

@@ -1,4 +1,4 @@
-"""AsyncLLVMClient: the one engine that talks to an LLVM server.
+"""AsyncLLVMClient: the one engine that talks to an inference server (LLVM or OpenAI protocol).
 
 Each call goes: scheduler slot (priority, concurrency, pacing) -> breaker check -> one HTTP
 attempt (:class:`~llvm_batch.transport.Transport`, the aiohttp side) -> outcome to the
@@ -30,6 +30,7 @@ from .options import (
     Priority,
     resolve_config,
 )
+from .protocol import WireProtocol, get_protocol
 from .retry import RetryPolicy
 from .scheduler import Scheduler
 from .transport import Transport
@@ -100,9 +101,11 @@ class AsyncLLVMClient:
         sleep: Sleep = asyncio.sleep,
         wall_clock: Callable[[], float] = time.time,
         random: Callable[[], float] = _random.random,
+        protocol: str | None = None,
     ) -> None:
         self.config: ClientConfig = resolve_config(
             base_url=base_url,
+            protocol=protocol,
             api_key=api_key,
             default_model=default_model,
             metadata=metadata,
@@ -118,7 +121,9 @@ class AsyncLLVMClient:
             max_response_bytes=max_response_bytes,
             debug=debug,
         )
-        self._transport = Transport(self.config, wall_clock)
+        #: The wire protocol (``config.protocol``): every call is built and read through it.
+        self.protocol: WireProtocol = get_protocol(self.config.protocol)
+        self._transport = Transport(self.config, wall_clock, self.protocol)
         self._clock = clock
         self._sleep = sleep
         self._wall_clock = wall_clock
@@ -146,6 +151,7 @@ class AsyncLLVMClient:
         key = "set" if self._transport.api_key else "unset"
         return (
             f"<{type(self).__name__} base_url={safe_url(self._transport.root)!r} "
+            f"protocol={self.config.protocol!r} "
             f"default_model={self.config.default_model!r} api_key={key}>"
         )
 
@@ -233,15 +239,24 @@ class AsyncLLVMClient:
 
     async def list_models(self, *, priority: Priority | str = Priority.NORMAL) -> list[str]:
         """The ids of the models the server offers."""
-        answer = (await self.send(protocol.list_models(), priority=priority)).result()
-        return protocol.models_from(answer)
+        answer = (await self.send(self.protocol.list_models(), priority=priority)).result()
+        return self.protocol.models_from(answer)
 
     async def get_model_info(
         self, model_id: str | None = None, *, priority: Priority | str = Priority.NORMAL
     ) -> dict[str, Any]:
-        """The server's description of a model (status, details)."""
-        call = protocol.model_info(self.resolve_model(model_id))
-        return dict((await self.send(call, priority=priority)).result())
+        """The server's description of a model (status, details; or its list entry).
+
+        An OpenAI-compatible server without ``GET /models/{id}`` (vLLM, llama.cpp) is asked
+        for its list instead; a model not in it is a :class:`ModelNotFoundError`.
+        """
+        wire, model = self.protocol, self.resolve_model(model_id)
+        outcome = await self.send(wire.model_info(model), priority=priority)
+        fallback = wire.model_info_fallback(outcome.error)
+        if fallback is not None:
+            listed = (await self.send(fallback, priority=priority)).result()
+            return wire.model_from_list(listed, model, outcome.error)
+        return dict(outcome.result())
 
     async def run_inference(
         self,
@@ -257,8 +272,11 @@ class AsyncLLVMClient:
         idempotency_key: str | None = None,
         **extra: Any,
     ) -> dict[str, Any]:
-        """Run ``inputs`` through a model; returns the answer (``outputs``, ``metadata``...)."""
-        call = protocol.inference(
+        """Run ``inputs`` through a model; returns the server's answer as it came.
+
+        LLVM answers hold ``outputs`` and ``metadata``; OpenAI ones ``choices`` and ``usage``.
+        """
+        call = self.protocol.inference(
             self.resolve_model(model_id),
             inputs,
             dict(
@@ -279,19 +297,24 @@ class AsyncLLVMClient:
         messages: Sequence[Mapping[str, Any]],
         *,
         priority: Priority | str = Priority.NORMAL,
+        idempotency_key: str | None = None,
         **options: Any,
     ) -> dict[str, Any]:
-        """Chat through inference: messages become ``role: content`` lines of one prompt."""
+        """A chat turn: ``content``, ``role``, ``finish_reason``, ``usage``... in every protocol.
+
+        The LLVM protocol sends the messages as ``role: content`` lines of one prompt; the
+        OpenAI one sends them to ``/chat/completions`` as they are.
+        """
         model_id = self.resolve_model(model)
-        answer = await self.run_inference(
-            model_id, protocol.chat_prompt(messages), priority=priority, **options
-        )
-        return protocol.chat_result(model_id, answer, now=self._wall_clock())
+        call = self.protocol.chat(model_id, messages, options)
+        outcome = await self.send(call, priority=priority, idempotency_key=idempotency_key)
+        return self.protocol.chat_result(model_id, outcome.result(), now=self._wall_clock())
 
     async def test_endpoint(self) -> bool:
         """True when the server answers a list-models request (one attempt, no retries)."""
         try:
-            (await self.send(protocol.list_models(), priority=Priority.HIGH, retry=False)).result()
+            call = self.protocol.list_models()
+            (await self.send(call, priority=Priority.HIGH, retry=False)).result()
         except LLVMError:
             return False
         return True

@@ -22,6 +22,7 @@ from .batch import columns as cols
 from .batch.prompts import OPTION_NAMES, PromptSpec
 from .client import AsyncLLVMClient
 from .errors import InputError
+from .options import parse_protocol
 from .sync import LLVMClient
 
 __all__ = ["LLVMDaskAccessor", "close_clients", "result_meta"]
@@ -171,6 +172,8 @@ class LLVMDaskAccessor:
             client_options["max_concurrent_requests"] = max(1, int(total) // processes)
         # Fail here rather than on every worker.
         inspect.signature(AsyncLLVMClient).bind(**client_options)
+        if client_options.get("protocol") is not None:
+            parse_protocol(client_options["protocol"])
         _client_key(client_options)
         partition = _Partition(method, model, arguments, client_options)
         prefix = arguments.get("prefix", cols.DEFAULT_PREFIX)

@@ -25,6 +25,12 @@ DEFAULT_TIMEOUT = 60.0
 ENV_API_KEY = "LLVM_API_KEY"
 ENV_BASE_URL = "LLVM_BASE_URL"
 ENV_DEFAULT_MODEL = "LLVM_DEFAULT_MODEL"
+ENV_PROTOCOL = "LLVM_PROTOCOL"
+
+DEFAULT_PROTOCOL = "llvm"
+#: Wire protocols by name (:mod:`llvm_batch.protocol`); ``openai-completions`` is ``openai``
+#: sending plain prompts to ``/completions`` instead of as one chat turn.
+PROTOCOL_NAMES = ("llvm", "openai", "openai-completions")
 
 
 class Priority(IntEnum):
@@ -101,8 +107,10 @@ class ClientConfig:
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     debug: bool = False
     breaker: BreakerConfig | None = field(default_factory=BreakerConfig)
+    protocol: str = DEFAULT_PROTOCOL
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "protocol", parse_protocol(self.protocol))
         scheme = self.base_url.split("://", 1)[0].lower() if "://" in self.base_url else ""
         _require(
             scheme in ("http", "https") and len(self.base_url) > len(scheme) + 3,
@@ -152,6 +160,16 @@ def _shown_url(url: str) -> str:
     return f"{scheme}{sep}***@{rest}" if "@" in url.split("?", 1)[0] else scheme + sep + rest
 
 
+def parse_protocol(name: str) -> str:
+    """A protocol name in canonical form; a ValueError that lists the choices."""
+    canonical = str(name).strip().lower()
+    _require(
+        canonical in PROTOCOL_NAMES,
+        f"protocol must be one of {', '.join(PROTOCOL_NAMES)}; got {name!r}",
+    )
+    return canonical
+
+
 def _require(ok: bool, message: str) -> None:
     if not ok:
         raise ValueError(message)
@@ -172,6 +190,7 @@ def resolve_config(
     metadata: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
     breaker: BreakerConfig | Mapping[str, Any] | bool | None = True,
+    protocol: str | None = None,
     **settings: Any,
 ) -> ClientConfig:
     """Build a :class:`ClientConfig` from arguments, ``metadata``, the environment and defaults.
@@ -206,5 +225,7 @@ def resolve_config(
             default_model, meta.get("llvm_default_model"), env.get(ENV_DEFAULT_MODEL)
         ),
         breaker=breaker_config,
+        protocol=_first(protocol, meta.get("llvm_protocol"), env.get(ENV_PROTOCOL))
+        or DEFAULT_PROTOCOL,
         **given,
     )

@@ -16,9 +16,11 @@ import random
 import threading
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiohttp import web
+
+from .server_openai import OPENAI_ROOT, add_openai_routes, openai_error
 
 DEFAULT_MODELS = ("llvm-model-1", "llvm-model-2")
 
@@ -136,8 +138,14 @@ class AppServer:
 class ReferenceServer(AppServer):
     """The reference server on ``host:port`` (port 0 picks a free one); see :attr:`url`.
 
+    It speaks both protocols at once: LLVM at the root, OpenAI under ``/v1``
+    (:mod:`llvm_batch.server_openai`); ``protocol`` picks which one :attr:`url` points at.
     Use ``async with ReferenceServer() as server:`` inside a loop, or :class:`ServerThread`.
     """
+
+    @property
+    def url(self) -> str:
+        return super().url + (OPENAI_ROOT if self.protocol == "openai" else "")
 
     def __init__(
         self,
@@ -148,7 +156,11 @@ class ReferenceServer(AppServer):
         api_key: str | None = None,
         faults: Faults | None = None,
         record_inputs: bool = False,
+        protocol: str = "llvm",
     ) -> None:
+        if protocol not in ("llvm", "openai"):
+            raise ValueError(f"protocol must be llvm or openai; got {protocol!r}")
+        self.protocol = protocol
         self.models = list(models)
         self.api_key = api_key
         self.faults = faults or Faults()
@@ -160,6 +172,7 @@ class ReferenceServer(AppServer):
         app.router.add_get("/models", self._list_models)
         app.router.add_get("/models/{model_id}", self._model_info)
         app.router.add_post("/models/{model_id}/inference", self._inference)
+        add_openai_routes(app, self)
         app.router.add_get("/_stats", self._stats)
         app.router.add_post("/_stats/reset", self._reset_stats)
         app.router.add_post("/_faults", self._set_faults)
@@ -195,7 +208,7 @@ class ReferenceServer(AppServer):
     async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
         if self.api_key and not request.path.startswith("/_"):
             if request.headers.get("Authorization") != f"Bearer {self.api_key}":
-                return _error(401, "invalid or missing API key")
+                return error_response(request, 401, "invalid or missing API key")
         response: web.StreamResponse = await handler(request)
         return response
 
@@ -222,15 +235,34 @@ class ReferenceServer(AppServer):
             return _error(400, "the request body is not JSON")
         if not isinstance(body, dict) or "inputs" not in body:
             return _error(422, "the request body needs an 'inputs' field")
-        max_tokens = body.get("max_tokens")
+        answer = await self.generate(request, model_id, raw, body["inputs"], body.get("max_tokens"))
+        if not isinstance(answer, Generated):
+            return answer
+        metadata = {
+            "input_tokens": answer.input_tokens,
+            "output_tokens": answer.output_tokens,
+            "finish_reason": answer.finish_reason,
+        }
+        return web.json_response(
+            {"model_id": model_id, "outputs": answer.text, "metadata": metadata}
+        )
+
+    async def generate(
+        self, request: web.Request, model_id: str, raw: bytes, inputs: Any, max_tokens: Any
+    ) -> Generated | web.StreamResponse:
+        """The answer to one generation request of either protocol, or the fault it meets.
+
+        Counts the request, keys it (``Idempotency-Key``, else a hash of the body) and picks
+        its fault from the knobs; ``raw`` is the body as received.
+        """
         if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 0):
-            return _error(422, "max_tokens must be a non-negative integer")
+            return error_response(request, 422, "max_tokens must be a non-negative integer")
         self.stats.inference_requests += 1
         key = request.headers.get("Idempotency-Key") or hashlib.sha1(raw).hexdigest()
         seen = self.stats.keys[key]
         self.stats.keys[key] += 1
         if self.stats.record_inputs:
-            self.stats.inputs.append(body["inputs"])
+            self.stats.inputs.append(inputs)
         faults = self.faults
         if faults.latency:
             await asyncio.sleep(faults.latency)
@@ -238,9 +270,9 @@ class ReferenceServer(AppServer):
         if fault:
             self.stats.faults[fault] += 1
         if fault == "error":
-            return _error(503, "the server is overloaded, try again later")
+            return error_response(request, 503, "the server is overloaded, try again later")
         if fault == "rate_limit":
-            response = _error(429, "too many requests")
+            response = error_response(request, 429, "too many requests")
             response.headers["Retry-After"] = _seconds(faults.retry_after)
             return response
         if fault == "reset":
@@ -248,13 +280,13 @@ class ReferenceServer(AppServer):
                 request.transport.abort()  # drop the connection without an answer
             return web.Response(status=200)
         if fault == "bad_json":
-            return web.Response(
-                status=200, text='{"outputs": "trunc', content_type="application/json"
-            )
-        outputs = reference_output(model_id, body["inputs"], max_tokens)
-        text = body["inputs"] if isinstance(body["inputs"], str) else json.dumps(body["inputs"])
-        metadata = {"input_tokens": len(text.split()), "output_tokens": len(outputs.split())}
-        return web.json_response({"model_id": model_id, "outputs": outputs, "metadata": metadata})
+            cut = '{"choices": [{"mess' if request.path.startswith(OPENAI_ROOT) else '{"outputs": "'
+            return web.Response(status=200, text=cut + "trunc", content_type="application/json")
+        text = inputs if isinstance(inputs, str) else json.dumps(inputs)
+        full = reference_output(model_id, inputs)
+        outputs = reference_output(model_id, inputs, max_tokens)
+        finish = "length" if len(outputs) < len(full) else "stop"
+        return Generated(outputs, len(text.split()), len(outputs.split()), finish)
 
     # -- control -------------------------------------------------------------------------
 
@@ -274,8 +306,24 @@ class ReferenceServer(AppServer):
         return web.json_response(asdict(self.faults))
 
 
+class Generated(NamedTuple):
+    """A generated answer: its text, token counts (words) and why it ended."""
+
+    text: str
+    input_tokens: int
+    output_tokens: int
+    finish_reason: str
+
+
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
+
+
+def error_response(request: web.Request, status: int, message: str) -> web.Response:
+    """An error in the shape of the protocol ``request`` speaks."""
+    if request.path.startswith(OPENAI_ROOT + "/"):
+        return openai_error(status, message)
+    return _error(status, message)
 
 
 def _seconds(value: float) -> str:

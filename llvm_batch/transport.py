@@ -1,4 +1,4 @@
-"""Transport: one HTTP exchange with an LLVM server, on the client side the only aiohttp importer.
+"""Transport: one HTTP exchange with a server; on the client side, the only aiohttp importer.
 
 :meth:`Transport.exchange` sends one already-encoded call and returns the decoded answer or
 raises an :class:`~llvm_batch.errors.LLVMError`; queueing, retries and the breaker live above,
@@ -28,14 +28,19 @@ from .errors import (
     status_error_class,
 )
 from .options import ClientConfig
-from .retry import parse_retry_after
 
 
 class Transport:
     """An aiohttp session bound to one server root and API key; counts the answers it got."""
 
-    def __init__(self, config: ClientConfig, wall_clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        config: ClientConfig,
+        wall_clock: Callable[[], float],
+        wire: protocol.WireProtocol | None = None,
+    ) -> None:
         self.config = config
+        self.protocol = wire or protocol.get_protocol(config.protocol)
         self.api_key = config.api_key
         self.root = config.api_root
         self.request_count = 0  # HTTP exchanges that got an answer
@@ -70,7 +75,7 @@ class Transport:
                 body = await self._read_capped(response, call)
                 status = response.status
                 reason = response.reason
-                retry_after = response.headers.get("Retry-After")
+                retry_after = protocol.retry_after_from(response.headers, self._wall_clock())
                 redirected = _method_change(call, response, self.api_key)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise translate(exc, call, self.api_key) from exc.with_traceback(None)
@@ -80,7 +85,7 @@ class Transport:
         if not 200 <= status < 300:
             raise self._status_error(call, status, reason, body, retry_after)
         try:
-            answer = protocol.check_answer(protocol.parse_json(body, call, codec.loads), call)
+            answer = self.protocol.check_answer(protocol.parse_json(body, call, codec.loads), call)
         except InvalidResponseError as error:
             # The server did answer: keep its status and what it said, as for error statuses.
             error.status = status
@@ -129,7 +134,7 @@ class Transport:
         status: int,
         reason: str | None,
         body: bytes,
-        retry_after: str | None,
+        retry_after: float | None,
     ) -> LLVMError:
         secrets = (self.api_key,)
         text = body.decode("utf-8", errors="replace")
@@ -140,7 +145,7 @@ class Transport:
             model=call.model,
             status=status,
             body=excerpt(redact(text, secrets)) or None,
-            retry_after=parse_retry_after(retry_after, self._wall_clock()),
+            retry_after=retry_after,
             retryable=is_retryable_status(status),
         )
 

@@ -27,6 +27,9 @@ RESULT_COLUMNS = [
     "llvm_retry_wait_s",
     "llvm_latency_ms",
     "llvm_model",
+    "llvm_input_tokens",
+    "llvm_output_tokens",
+    "llvm_finish_reason",
     "llvm_metadata",
 ]
 

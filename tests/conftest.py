@@ -37,19 +37,46 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 # -- the reference server ------------------------------------------------------------------
 
 
+PROTOCOLS = ["llvm", "openai"]
+
+
+@pytest.fixture(params=PROTOCOLS)
+def protocol(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test once per wire protocol: ``LLVM_PROTOCOL`` is set for every client and run
+    it makes (CLI subprocesses included), and ``server``/``make_server`` speak it.
+
+    A contract module opts in with ``pytestmark = pytest.mark.usefixtures("protocol")``.
+    """
+    name: str = request.param
+    monkeypatch.setenv("LLVM_PROTOCOL", name)
+    return name
+
+
+def _protocol_of(request: pytest.FixtureRequest) -> str:
+    if "protocol" in request.fixturenames:
+        return str(request.getfixturevalue("protocol"))
+    return "llvm"
+
+
 @pytest.fixture
-def server() -> Iterator[ServerThread]:
-    """A started reference server (127.0.0.1, port 0, no faults)."""
-    with ServerThread(host="127.0.0.1", port=0) as running:
+def server(request: pytest.FixtureRequest) -> Iterator[ServerThread]:
+    """A started reference server (127.0.0.1, port 0, no faults), in the test's protocol."""
+    with ServerThread(host="127.0.0.1", port=0, protocol=_protocol_of(request)) as running:
         yield running
 
 
 @pytest.fixture
-def make_server() -> Iterator[Callable[..., ServerThread]]:
-    """Start ServerThreads from keywords (api_key=, faults=, models=, server=AppServer(app))."""
+def make_server(request: pytest.FixtureRequest) -> Iterator[Callable[..., ServerThread]]:
+    """Start ServerThreads from keywords (api_key=, faults=, models=, server=AppServer(app)).
+
+    Reference servers speak the test's protocol; ``server=`` apps are run as they are.
+    """
     started: list[ServerThread] = []
+    wire = _protocol_of(request)
 
     def start(**kwargs: Any) -> ServerThread:
+        if "server" not in kwargs:
+            kwargs.setdefault("protocol", wire)
         running = ServerThread(**kwargs).start()
         started.append(running)
         return running
@@ -73,7 +100,18 @@ class Seen:
 
     @property
     def inputs(self) -> Any:
-        return self.body["inputs"] if isinstance(self.body, dict) else None
+        """The prompt sent, in either protocol (a lone chat turn's content, as sent for a
+        plain prompt in OpenAI mode; a longer conversation as its messages)."""
+        if not isinstance(self.body, dict):
+            return None
+        if "inputs" in self.body:
+            return self.body["inputs"]
+        if "prompt" in self.body:
+            return self.body["prompt"]
+        messages = self.body.get("messages")
+        if isinstance(messages, list) and len(messages) == 1:
+            return messages[0].get("content")
+        return messages
 
 
 #: ``handler(seen, request)``, plain or async: a response, or None for the normal answer.
@@ -118,18 +156,38 @@ class Scripted:
 
 
 def protocol_answer(seen: Seen) -> web.Response:
-    """What a healthy LLVM server answers to ``seen``."""
+    """What a healthy server answers to ``seen``, in the protocol its path and body speak.
+
+    The model list carries both protocols' fields, so one app serves either.
+    """
     parts = seen.path.split("?", 1)[0].strip("/").split("/")
     if seen.method == "GET" and parts == ["models"]:
-        return web.json_response({"models": SCRIPTED_MODELS})
+        listed = {"models": SCRIPTED_MODELS, "data": [{"id": m} for m in SCRIPTED_MODELS]}
+        return web.json_response(listed)
     if seen.method == "GET" and len(parts) == 2 and parts[0] == "models":
         model = unquote(parts[1])
         return web.json_response({"model_id": model, "status": "loaded", "details": {"n": 1}})
     if seen.method == "POST" and len(parts) == 3 and parts[2] == "inference":
         model = unquote(parts[1])
         outputs = reference_output(model, seen.inputs, seen.body.get("max_tokens"))
-        return web.json_response({"model_id": model, "outputs": outputs, "metadata": {"t": 1}})
+        return web.json_response(answer_for("llvm", model, outputs))
+    if seen.method == "POST" and parts[-1] == "completions" and isinstance(seen.body, dict):
+        model = seen.body["model"]
+        outputs = reference_output(model, seen.inputs, seen.body.get("max_tokens"))
+        wire = "openai-completions" if parts == ["completions"] else "openai"
+        return web.json_response(answer_for(wire, model, outputs))
     return web.json_response({"error": "no such route"}, status=404)
+
+
+def answer_for(protocol: str, model: str, text: str) -> dict[str, Any]:
+    """A healthy generation answer carrying ``text``, in ``protocol``'s shape."""
+    if protocol == "llvm":
+        return {"model_id": model, "outputs": text, "metadata": {"t": 1}}
+    if protocol == "openai-completions":
+        choice: dict[str, Any] = {"text": text}
+    else:
+        choice = {"message": {"role": "assistant", "content": text}}
+    return {"model": model, "choices": [{**choice, "finish_reason": "stop"}], "t": 1}
 
 
 @pytest.fixture

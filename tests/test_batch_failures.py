@@ -6,13 +6,19 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
+import pytest
 from aiohttp import web
 from batch_support import invoke, prompts_table, read_rows, write_parquet
+from conftest import Seen
 
 from llvm_batch.batch import run_batch
-from llvm_batch.server import AppServer, Faults, ServerThread, reference_output
+from llvm_batch.server import Faults, ServerThread, reference_output
+
+#: The runner's reliability contract holds in both wire protocols.
+pytestmark = pytest.mark.usefixtures("protocol")
 
 MODEL = "llvm-model-1"
 FAST = {"retry_delay": 0.005, "progress": False, "flush_interval": 0.2}
@@ -139,44 +145,40 @@ def test_connection_refused_throughout_stops_incomplete_exit_3(tmp_path: Path) -
     assert not out.exists()
 
 
-def _auth_changes_app(state: Counter[str]) -> web.Application:
-    """Model info answers; inference is refused with 401 after 5 accepted requests."""
+def _auth_changes(state: Counter[str]) -> Any:
+    """A scripted handler: inference is refused with 401 after 5 accepted requests."""
 
-    async def info(request: web.Request) -> web.Response:
-        return web.json_response({"model_id": request.match_info["m"], "status": "loaded"})
+    def handler(seen: Seen, request: web.Request) -> web.Response | None:
+        if seen.method == "POST":
+            state["inference"] += 1
+            if state["inference"] > 5:
+                return web.json_response({"error": "key revoked"}, status=401)
+        return None
 
-    async def inference(request: web.Request) -> web.Response:
-        state["inference"] += 1
-        if state["inference"] > 5:
-            return web.json_response({"error": "key revoked"}, status=401)
-        body = await request.json()
-        return web.json_response({"outputs": body["inputs"].upper()})
-
-    app = web.Application()
-    app.router.add_get("/models/{m}", info)
-    app.router.add_post("/models/{m}/inference", inference)
-    return app
+    return handler
 
 
-def test_auth_failure_mid_run_stops_early_exit_3_and_keeps_checkpoint(tmp_path: Path) -> None:
+def test_auth_failure_mid_run_stops_early_exit_3_and_keeps_checkpoint(
+    tmp_path: Path, scripted_thread
+) -> None:
     state: Counter[str] = Counter()
     source = write_parquet(tmp_path / "in.parquet", prompts_table(200))
     out = tmp_path / "out.parquet"
-    with ServerThread(AppServer(_auth_changes_app(state))) as server:
-        result = invoke(
-            "run",
-            str(source),
-            "-o",
-            str(out),
-            "-m",
-            MODEL,
-            "--base-url",
-            server.url,
-            "--concurrency",
-            "1",
-            "--chunk-size",
-            "5",
-        )
+    server = scripted_thread(_auth_changes(state))
+    result = invoke(
+        "run",
+        str(source),
+        "-o",
+        str(out),
+        "-m",
+        MODEL,
+        "--base-url",
+        server.url,
+        "--concurrency",
+        "1",
+        "--chunk-size",
+        "5",
+    )
     assert result.exit_code == 3, result.output
     assert "API key was refused" in result.output
     assert state["inference"] < 20  # stopped early, not one 401 per row
@@ -253,35 +255,27 @@ def test_model_disappearing_mid_run_stops_early_exit_3(tmp_path: Path, make_serv
     assert server.stats.statuses[404] <= 4
 
 
-def test_a_429_with_retry_after_pauses_every_row_not_just_one(tmp_path: Path) -> None:
+def test_a_429_with_retry_after_pauses_every_row_not_just_one(
+    tmp_path: Path, scripted_thread
+) -> None:
     arrivals: list[float] = []
     pause = 0.4
 
-    async def info(request: web.Request) -> web.Response:
-        return web.json_response({"model_id": request.match_info["m"], "status": "loaded"})
-
-    async def inference(request: web.Request) -> web.Response:
+    def handler(seen: Seen, request: web.Request) -> web.Response | None:
+        if seen.method != "POST":
+            return None
         arrivals.append(time.monotonic())
-        body = await request.json()
         if len(arrivals) == 3:
             return web.json_response(
                 {"error": "slow down"}, status=429, headers={"Retry-After": str(pause)}
             )
-        return web.json_response({"outputs": body["inputs"]})
+        return None
 
-    app = web.Application()
-    app.router.add_get("/models/{m}", info)
-    app.router.add_post("/models/{m}/inference", inference)
+    app = scripted_thread(handler)
     source = write_parquet(tmp_path / "in.parquet", prompts_table(40))
-    with ServerThread(AppServer(app)) as server:
-        summary = run_batch(
-            source,
-            tmp_path / "out.parquet",
-            model=MODEL,
-            base_url=server.url,
-            concurrency=1,
-            **FAST,
-        )
+    summary = run_batch(
+        source, tmp_path / "out.parquet", model="m1", base_url=app.url, concurrency=1, **FAST
+    )
     assert summary.exit_code == 0 and summary.ok == 40
     limited = arrivals[2]
     during_pause = [t for t in arrivals[3:] if t < limited + pause - 0.02]

@@ -66,7 +66,11 @@ def test_result_columns_have_the_design_types(tmp_path: Path, server) -> None:
     assert schema.field("llvm_latency_ms").type == pa.float32()
     rows = pq.read_table(tmp_path / "out.parquet").to_pylist()
     assert rows[0]["llvm_http_status"] == 200 and rows[0]["llvm_attempts"] == 1
-    assert json.loads(rows[0]["llvm_metadata"]) == {"input_tokens": 2, "output_tokens": 4}
+    assert json.loads(rows[0]["llvm_metadata"]) == {
+        "input_tokens": 2,
+        "output_tokens": 4,
+        "finish_reason": "stop",
+    }
     assert rows[0]["llvm_model"] == MODEL
 
 

@@ -24,6 +24,9 @@ from batch_support import (
 from llvm_batch.batch import run_batch
 from llvm_batch.server import Faults
 
+#: The runner's reliability contract holds in both wire protocols.
+pytestmark = pytest.mark.usefixtures("protocol")
+
 MODEL = "llvm-model-1"
 FAST = {"retry_delay": 0.005, "progress": False, "flush_interval": 0.2}
 

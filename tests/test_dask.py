@@ -140,6 +140,26 @@ def test_mistakes_fail_when_the_graph_is_built(frame: pd.DataFrame) -> None:
         ddf.llvm.infer(MODEL, client=object())
     with pytest.raises(TypeError, match="max_concurent_requests"):
         ddf.llvm.infer(MODEL, max_concurent_requests=2)
+    with pytest.raises(ValueError, match="protocol must be one of llvm, openai"):
+        ddf.llvm.infer(MODEL, protocol="grpc")
+
+
+def test_threaded_scheduler_in_openai_mode(
+    make_server, local_clients: None, frame: pd.DataFrame
+) -> None:
+    server = make_server(protocol="openai")
+    small = frame.head(12)
+
+    out = (
+        dd.from_pandas(small, npartitions=3)
+        .llvm.infer(MODEL, base_url=server.url, protocol="openai", max_tokens=3)
+        .compute(scheduler="threads")
+    )
+
+    assert server.stats.inference_requests == 12
+    got = out.set_index("id").sort_index()
+    assert list(got["llvm_output"]) == [reference_output(MODEL, p, 3) for p in small["prompt"]]
+    assert set(got["llvm_finish_reason"]) == {"length"}
 
 
 def test_meta_replaces_a_clashing_result_column() -> None:
@@ -160,6 +180,9 @@ def test_meta_replaces_a_clashing_result_column() -> None:
                 "retry_wait_s",
                 "latency_ms",
                 "model",
+                "input_tokens",
+                "output_tokens",
+                "finish_reason",
                 "metadata",
             )
         ],

@@ -127,6 +127,8 @@ def test_chat_sends_one_prompt_and_returns_a_chat_completion(scripted) -> None:
         "created": 1712345678,
         "content": reference_output("m2", prompt, 50),
         "role": "assistant",
+        "finish_reason": None,
+        "usage": {"input_tokens": None, "output_tokens": None},
     }
 
 

@@ -109,7 +109,10 @@ BASE_AND_POLICY = {
     "retry": {".errors"},
     "breaker": {".options"},
     "scheduler": {".errors", ".options"},
-    "protocol": {".errors"},
+    "protocol": {".options", ".protocols.base", ".protocols.llvm", ".protocols.openai"},
+    "protocols/base": {".errors", ".retry"},
+    "protocols/llvm": {".base"},
+    "protocols/openai": {".errors", ".base"},
 }
 
 
@@ -127,7 +130,7 @@ def test_aiohttp_is_imported_by_the_transport_and_the_reference_server_only() ->
         for path in PACKAGE.rglob("*.py")
         if "aiohttp" in imports_of(path)
     )
-    assert importers == ["server.py", "transport.py"]
+    assert importers == ["server.py", "server_openai.py", "transport.py"]
 
 
 def test_the_package_ships_its_type_marker() -> None:

@@ -42,7 +42,7 @@ def test_inference_answers_are_deterministic(server, inputs, max_tokens) -> None
     assert first == again
     assert first["model_id"] == MODEL
     assert first["outputs"] == reference_output(MODEL, inputs, max_tokens)
-    assert set(first["metadata"]) == {"input_tokens", "output_tokens"}
+    assert set(first["metadata"]) == {"input_tokens", "output_tokens", "finish_reason"}
 
 
 def test_models_and_model_info(make_server) -> None:

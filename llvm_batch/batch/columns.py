@@ -14,6 +14,7 @@ import pyarrow as pa
 from .. import codec
 from ..client import Outcome
 from ..errors import LLVMError, excerpt, hide
+from ..protocol import WireProtocol
 
 DEFAULT_PREFIX = "llvm_"
 ERROR_TEXT_CHARS = 500
@@ -33,8 +34,13 @@ RESULT_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
     ("retry_wait_s", pa.float32()),
     ("latency_ms", pa.float32()),
     ("model", pa.string()),
+    ("input_tokens", pa.int32()),
+    ("output_tokens", pa.int32()),
+    ("finish_reason", pa.string()),
     ("metadata", pa.string()),
 )
+#: Why generation stopped when it hit ``max_tokens`` (the output is cut short).
+FINISH_LENGTH = "length"
 
 
 class RowResult(NamedTuple):
@@ -49,6 +55,9 @@ class RowResult(NamedTuple):
     retry_wait_s: float
     latency_ms: float
     model: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+    finish_reason: str | None
     metadata: str | None
 
 
@@ -71,30 +80,36 @@ def result_arrays(rows: Sequence[RowResult]) -> list[pa.Array]:
 
 def skipped(reason: str, model: str | None) -> RowResult:
     """A row that was not sent because its input is unusable."""
-    return RowResult(None, STATUS_SKIPPED, "invalid_input", reason, None, 0, 0.0, 0.0, model, None)
+    return RowResult(
+        None, STATUS_SKIPPED, "invalid_input", reason, None, 0, 0.0, 0.0, model, *_NOTHING
+    )
 
 
 def from_outcome(
-    outcome: Outcome, model: str, *, chat: bool = False, secret: str | None = None
+    outcome: Outcome, model: str, wire: WireProtocol, *, secret: str | None = None
 ) -> RowResult:
-    """A row's result from the client's outcome of its inference call.
+    """A row's result from the client's outcome of its call, read through ``wire``.
 
-    An answer that repeats the API key (in any of its forms) is stored with the key hidden.
+    An answer that repeats the API key (in any of its forms) is stored with the key hidden;
+    one holding text that can't be stored (a lone surrogate) fails its row, alone.
     """
     if outcome.error is not None:
         return from_error(outcome.error, model, outcome)
     answer = outcome.value
-    output = answer.get("outputs")
+    output = wire.output_of(answer)
     if output is not None and not isinstance(output, str):
         output = codec.dumps_text(output)
+    usage = wire.usage_of(answer)
+    metadata = wire.metadata_of(answer)
     texts: tuple[str | None, ...] = (
         output,
-        str(answer.get("model_id") or model),
-        _metadata(answer),
+        str(wire.model_of(answer) or model),
+        codec.dumps_text(metadata) if metadata else None,
+        usage.finish_reason,
     )
     if secret:
         texts = tuple(None if text is None else hide(text, secret) for text in texts)
-    for label, text in zip(("output", "model_id", "metadata"), texts, strict=True):
+    for label, text in zip(("output", "model id", "metadata", "finish reason"), texts, strict=True):
         if text is not None and not text.isascii():
             flaw = unstorable(text)
             if flaw is not None:
@@ -111,6 +126,9 @@ def from_outcome(
         outcome.retry_wait_s,
         outcome.latency_ms,
         texts[1],
+        _int32(usage.input_tokens),
+        _int32(usage.output_tokens),
+        texts[3],
         texts[2],
     )
 
@@ -158,26 +176,23 @@ def _failed(
         outcome.retry_wait_s if outcome else 0.0,
         outcome.latency_ms if outcome else 0.0,
         model,
-        None,
+        *_NOTHING,
     )
 
 
-def _metadata(answer: dict[str, Any]) -> str | None:
-    meta = answer.get("metadata")
-    if len(answer) <= 3 and isinstance(meta, dict) and answer.keys() <= _ANSWER_KEYS:
-        extra: dict[str, Any] = meta  # the usual answer: its metadata is all there is to keep
-    else:
-        extra = {k: v for k, v in answer.items() if k not in _ANSWER_KEYS}
-        if isinstance(meta, dict):
-            extra = {**meta, **extra}
-        elif meta is not None:
-            extra["metadata"] = meta
-    if not extra:
-        return None
-    return codec.dumps_text(extra)
+def stopped(reason: str | None, model: str) -> RowResult:
+    """A row the run never got to: it stopped first (``df.llvm``, which has no resume)."""
+    return RowResult(None, STATUS_ERROR, "incomplete", reason, None, 0, 0.0, 0.0, model, *_NOTHING)
 
 
-_ANSWER_KEYS = frozenset({"outputs", "model_id", "metadata"})
+#: input_tokens, output_tokens, finish_reason, metadata of a row without an answer.
+_NOTHING = (None, None, None, None)
+_INT32_MAX = 2**31 - 1
+
+
+def _int32(value: int | None) -> int | None:
+    """A token count that fits the int32 column (a server's nonsense becomes null)."""
+    return value if value is not None and 0 <= value <= _INT32_MAX else None
 
 
 def row_from_columns(values: Sequence[Any]) -> RowResult:
@@ -194,7 +209,12 @@ def kept_results(batch: pa.RecordBatch, prefix: str = DEFAULT_PREFIX) -> dict[in
 
     ``--retry-errors`` keeps these as they are and sends the others again.
     """
-    values = [batch.column(name).to_pylist() for name in result_names(prefix)]
+    # An output of an older llvm-batch may lack the token columns: nulls for those.
+    names = batch.schema.names
+    values = [
+        batch.column(name).to_pylist() if name in names else [None] * batch.num_rows
+        for name in result_names(prefix)
+    ]
     status = values[1]
     return {
         i: row_from_columns([column[i] for column in values])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -13,9 +14,12 @@ from ..errors import InputError
 from ..options import (
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_MAX_RETRIES,
+    DEFAULT_PROTOCOL,
     DEFAULT_RETRY_DELAY,
     DEFAULT_TIMEOUT,
+    ENV_PROTOCOL,
     Priority,
+    parse_protocol,
 )
 from .columns import DEFAULT_PREFIX
 from .prompts import OPTION_NAMES, PromptSpec
@@ -73,6 +77,7 @@ class BatchOptions:
     output_format: str | None = None
     prefix: str = DEFAULT_PREFIX
     base_url: str | None = None
+    protocol: str | None = None
     api_key: str | None = field(default=None, repr=False)
     concurrency: int = DEFAULT_CONCURRENCY
     max_retries: int = DEFAULT_MAX_RETRIES
@@ -120,6 +125,8 @@ class BatchOptions:
                 raise InputError(message)
         try:
             Priority.parse(self.priority)
+            if self.protocol is not None:
+                object.__setattr__(self, "protocol", parse_protocol(self.protocol))
         except ValueError as exc:
             raise InputError(str(exc)) from None
         if self.params is not None and not isinstance(self.params, dict):
@@ -139,6 +146,7 @@ class BatchOptions:
         base_url: str | None,
         model: str,
         *,
+        protocol: str,
         queue_size: int,
         sleep: Callable[[float], Awaitable[None]],
     ) -> AsyncLLVMClient:
@@ -154,6 +162,7 @@ class BatchOptions:
             max_rps=self.max_rps,
             max_response_bytes=self.max_response_bytes,
             breaker=self.breaker,
+            protocol=protocol,
             queue_size=queue_size,
             debug=self.debug,
             sleep=sleep,
@@ -176,10 +185,25 @@ class BatchOptions:
             option_columns=option_columns,
         )
 
-    def shaping(self) -> dict[str, Any]:
-        """The values of the options that shape the output (JSON-safe)."""
+    def protocol_in_use(self) -> str:
+        """The protocol option, else ``LLVM_PROTOCOL``, else ``llvm``."""
+        if self.protocol is not None:
+            return self.protocol
+        try:
+            return parse_protocol(os.environ.get(ENV_PROTOCOL) or DEFAULT_PROTOCOL)
+        except ValueError as exc:
+            raise InputError(f"{exc} (from {ENV_PROTOCOL})") from None
+
+    def shaping(self, protocol: str = DEFAULT_PROTOCOL) -> dict[str, Any]:
+        """The values of the options that shape the output (JSON-safe).
+
+        ``protocol`` is the one in use (the option, else ``LLVM_PROTOCOL``); the default one
+        is left out, so checkpoints of runs before protocols existed still resume.
+        """
         values = asdict(self)
         shaping: dict[str, Any] = json.loads(
             json.dumps({k: values[k] for k in SHAPING}, default=str)
         )
+        if protocol != DEFAULT_PROTOCOL:
+            shaping["protocol"] = protocol
         return shaping

@@ -1,4 +1,4 @@
-"""Sending rows: one inference per row through the client, held while the server is down.
+"""Sending rows: one call per row through the client, held while the server is down.
 
 Shared by the file runner and the DataFrame accessor. A row refused by an open breaker, or
 failing on the server's side while the breaker is not closed, is held and sent again rather
@@ -13,7 +13,6 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from .. import protocol
 from ..client import AsyncLLVMClient, Outcome
 from ..errors import (
     AuthenticationError,
@@ -97,11 +96,13 @@ class Dispatcher:
 
     async def send(self, request: Request, key: str | None = None) -> cols.RowResult | None:
         """The row's result, or None when the run stopped before it got one."""
-        call = protocol.inference(self.model, request.inputs, request.options)
+        wire = self.client.protocol
+        build = wire.chat if request.chat else wire.inference
+        call = build(self.model, request.inputs, request.options)
         outcome = await self.client.send(call, priority=self.priority, idempotency_key=key)
         if outcome.error is None:  # the usual case, kept short: this runs once per row
             self._blocked_since = None
-            return cols.from_outcome(outcome, self.model, secret=self.client.get_api_key())
+            return cols.from_outcome(outcome, self.model, wire, secret=self.client.get_api_key())
         total = Outcome()
         while True:
             total.attempts += outcome.attempts
@@ -126,7 +127,7 @@ class Dispatcher:
                 outcome.error,
                 outcome.http_status,
             )
-            return cols.from_outcome(total, self.model, secret=self.client.get_api_key())
+            return cols.from_outcome(total, self.model, wire, secret=self.client.get_api_key())
 
     def _stop_reason(self, error: LLVMError) -> str:
         if isinstance(error, AuthenticationError):

@@ -40,8 +40,11 @@ class ResultCache:
             self._db.commit()
 
     @staticmethod
-    def key(model: str, request: Request) -> str:
-        blob = json.dumps([model, request.inputs, request.options], sort_keys=True, default=str)
+    def key(model: str, request: Request, protocol: str = "llvm") -> str:
+        parts: list[Any] = [model, request.inputs, request.options]
+        if protocol != "llvm" or request.chat:
+            parts += [protocol, request.chat]
+        blob = json.dumps(parts, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def get(self, key: str) -> cols.RowResult | None:
@@ -51,7 +54,9 @@ class ResultCache:
             if self._db is None:
                 return None
             found = self._db.execute("SELECT row FROM results WHERE key = ?", (key,)).fetchone()
-        return cols.RowResult(*json.loads(found[0])) if found else None
+        row = json.loads(found[0]) if found else None
+        # A row stored by an llvm-batch with other result columns is a miss, not a crash.
+        return cols.RowResult(*row) if row and len(row) == len(cols.RESULT_FIELDS) else None
 
     def put(self, key: str, result: cols.RowResult) -> None:
         with self._lock:
@@ -113,7 +118,7 @@ async def infer_table(
             if cache is None:
                 results[index] = await dispatcher.send(request)
                 return
-            key = ResultCache.key(model, request)
+            key = ResultCache.key(model, request, client.config.protocol)
             hit = cache.get(key)
             if hit is not None:
                 results[index] = _mark_cached(hit)
@@ -140,17 +145,6 @@ async def infer_table(
         await asyncio.gather(*tasks)
     finally:
         bar.close()
-    stopped = cols.RowResult(
-        None,
-        cols.STATUS_ERROR,
-        "incomplete",
-        dispatcher.stop_reason,
-        None,
-        0,
-        0.0,
-        0.0,
-        model,
-        None,
-    )
+    stopped = cols.stopped(dispatcher.stop_reason, model)
     filled = [result if result is not None else stopped for result in results]
     return pa.table(dict(zip(cols.result_names(prefix), cols.result_arrays(filled), strict=True)))

@@ -22,10 +22,18 @@ OPTION_NAMES = ("max_tokens", "temperature", "top_k", "top_p", "params")
 
 
 class Request(NamedTuple):
-    """What one row sends: the inference ``inputs`` and the options given for it."""
+    """What one row sends: a prompt, or with ``chat`` a list of messages, and its options."""
 
     inputs: Any
     options: dict[str, Any]
+    chat: bool = False
+
+    def shown(self) -> str:
+        """The request as one line of text, as the LLVM protocol would send it."""
+        text = self.inputs if isinstance(self.inputs, str) else json.dumps(self.inputs)
+        if self.chat:
+            text = protocol.chat_prompt(self.inputs)
+        return text
 
 
 def template_fields(template: str) -> list[str]:
@@ -123,13 +131,12 @@ class PromptSpec:
             except InputError as exc:
                 out.append(exc.message)
                 continue
-            out.append(Request(inputs, options))
+            out.append(Request(inputs, options, self.chat))
         return out
 
     def _inputs(self, cols: dict[str, list[Any]], i: int) -> Any:
         if self.uses_messages_column:
-            messages = _messages(cols[self.messages_column][i])
-            return protocol.chat_prompt(messages)
+            return _messages(cols[self.messages_column][i])
         if self.template is not None:
             values = {name: _plain(cols[name][i]) for name in template_fields(self.template)}
             nulls = [name for name, value in values.items() if value is None]
@@ -143,10 +150,12 @@ class PromptSpec:
             text = _prompt_value(cols[self.prompt_column][i])
         if not self.chat:
             return text
+        if not isinstance(text, str):
+            text = json.dumps(text, separators=(",", ":"), ensure_ascii=False)
         messages = [{"role": "user", "content": text}]
         if self.system is not None:
             messages.insert(0, {"role": "system", "content": self.system})
-        return protocol.chat_prompt(messages)
+        return messages
 
 
 def _check_renderable(name: str, kind: pa.DataType) -> None:

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import pyarrow as pa
 
 from ..errors import InputError
-from ..options import ENV_DEFAULT_MODEL, Priority
+from ..options import DEFAULT_PROTOCOL, ENV_DEFAULT_MODEL, Priority
 from . import columns as cols
 from .checkpoint import Checkpoint, staging_dir_for
 from .chunk import Chunk
@@ -136,9 +136,10 @@ class BatchRun:
         self.model = self.opts.model or os.environ.get(ENV_DEFAULT_MODEL) or ""
         if not self.model:
             raise InputError(f"no model given: pass --model or set {ENV_DEFAULT_MODEL}")
+        self.protocol = self.opts.protocol_in_use()
         fingerprint = {
             "input": self.source.fingerprint(),
-            "options": {**self.opts.shaping(), "model": self.model},
+            "options": {**self.opts.shaping(self.protocol), "model": self.model},
         }
         lock = OutputLock(staging_dir_for(local_path(self.output_path)))
         try:
@@ -162,7 +163,11 @@ class BatchRun:
         ).hexdigest()[:16]
         async with self._server() as base_url:
             client = self.opts.client(
-                base_url, self.model, queue_size=self._pool.limit, sleep=self._pool.sleep
+                base_url,
+                self.model,
+                protocol=self.protocol,
+                queue_size=self._pool.limit,
+                sleep=self._pool.sleep,
             )
             async with client:
                 self.client = client
@@ -221,7 +226,8 @@ class BatchRun:
             return
         from ..server import ReferenceServer
 
-        async with ReferenceServer() as server:
+        wire = "llvm" if self.protocol == DEFAULT_PROTOCOL else "openai"
+        async with ReferenceServer(protocol=wire) as server:
             yield server.url
 
     def _window(self) -> int:
@@ -390,6 +396,7 @@ class BatchRun:
             self.summary.kept += 1
         if result.status == cols.STATUS_OK:
             self.summary.ok += 1
+            self._count_tokens(result)
         elif result.status == cols.STATUS_ERROR:
             self.summary.error += 1
             self._errors[result.error_type or "error"] += 1
@@ -400,6 +407,11 @@ class BatchRun:
         self.progress.advance()
         if chunk.complete:
             self._commits.wanted.set()
+
+    def _count_tokens(self, result: cols.RowResult) -> None:
+        self.summary.input_tokens += result.input_tokens or 0
+        self.summary.output_tokens += result.output_tokens or 0
+        self.summary.truncated += result.finish_reason == cols.FINISH_LENGTH
 
     def _status(self) -> dict[str, Any]:
         return {
@@ -423,11 +435,17 @@ class BatchRun:
                 metadata={**fingerprint, "rows": self.summary.rows},
                 compression=output_compression(self.output_path),
             ),
-            count=(prefix + "status", prefix + "error_type"),
+            count=(prefix + "status", prefix + "error_type", prefix + "finish_reason"),
+            total=(prefix + "input_tokens", prefix + "output_tokens"),
             stop=self._stop_writing.is_set,
         )
         self.checkpoint.remove()
-        statuses, errors = counts[prefix + "status"], counts[prefix + "error_type"]
+        values, totals = counts
+        statuses, errors = values[prefix + "status"], values[prefix + "error_type"]
+        # Rows resumed from an earlier run count too: the totals are the output's.
+        self.summary.input_tokens = totals[prefix + "input_tokens"]
+        self.summary.output_tokens = totals[prefix + "output_tokens"]
+        self.summary.truncated = values[prefix + "finish_reason"].get(cols.FINISH_LENGTH, 0)
         self.summary.ok = statuses.get(cols.STATUS_OK, 0)
         self.summary.error = statuses.get(cols.STATUS_ERROR, 0)
         self.summary.skipped = statuses.get(cols.STATUS_SKIPPED, 0)
@@ -440,5 +458,5 @@ def _why(exc: OSError) -> str:
 
 
 def _shown(request: Request) -> str:
-    text = request.inputs if isinstance(request.inputs, str) else json.dumps(request.inputs)
+    text = request.shown()
     return text if len(text) <= 200 else text[:200] + "..."

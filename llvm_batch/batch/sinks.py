@@ -14,7 +14,7 @@ import lzma
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -307,19 +307,29 @@ class WriteInterrupted(Exception):
     """The output's assembly was asked to stop (a signal); nothing was written."""
 
 
+class OutputCounts(NamedTuple):
+    """What :func:`write_output` counted: value counts and column totals, by column name."""
+
+    values: dict[str, Counter[str]]
+    totals: dict[str, int]
+
+
 def write_output(
     tables: Iterable[pa.Table],
     writer: OutputWriter,
     *,
     count: Sequence[str] = (),
+    total: Sequence[str] = (),
     stop: Callable[[], bool] = lambda: False,
-) -> dict[str, Counter[str]]:
+) -> OutputCounts:
     """Write ``tables`` through ``writer`` and commit it (or abort it on any error).
 
-    Returns, for each column named in ``count``, how often each non-null value occurred.
-    ``stop()`` is asked between tables: True aborts with :class:`WriteInterrupted`.
+    Counts how often each non-null value occurs in the columns named in ``count``, and adds
+    up the (integer) columns named in ``total``. ``stop()`` is asked between tables: True
+    aborts with :class:`WriteInterrupted`.
     """
     counts: dict[str, Counter[str]] = {name: Counter() for name in count}
+    totals = dict.fromkeys(total, 0)
     try:
         for table in tables:
             if stop():
@@ -329,10 +339,12 @@ def write_output(
                 for entry in pc.value_counts(table.column(name)).to_pylist():
                     if entry["values"] is not None:
                         counter[entry["values"]] += entry["counts"]
+            for name in totals:
+                totals[name] += pc.sum(table.column(name)).as_py() or 0
         if stop():
             raise WriteInterrupted(writer.path)
         writer.commit()
     except BaseException:
         writer.abort()
         raise
-    return counts
+    return OutputCounts(counts, totals)

@@ -25,7 +25,11 @@ ALREADY_DONE = "already_complete"
 
 @dataclass
 class RunSummary:
-    """The outcome of :func:`llvm_batch.run_batch`; ``exit_code`` follows DESIGN.md."""
+    """The outcome of :func:`llvm_batch.run_batch`; ``exit_code`` follows DESIGN.md.
+
+    ``input_tokens``/``output_tokens`` add up what the server reported for the output's rows;
+    ``truncated`` counts rows whose ``finish_reason`` is ``length`` (cut at ``max_tokens``).
+    """
 
     status: str = COMPLETE
     input: str = ""
@@ -39,6 +43,9 @@ class RunSummary:
     sent: int = 0
     retries: int = 0
     requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    truncated: int = 0
     elapsed_s: float = 0.0
     rows_per_s: float = 0.0
     error_types: dict[str, int] = field(default_factory=dict)
@@ -92,6 +99,10 @@ class RunSummary:
                 f"  {self.requests} requests, {self.retries} retries, "
                 f"{self.rows_per_s} rows/s, {self.elapsed_s:.1f} s"
             )
+            if self.input_tokens or self.output_tokens:
+                out.append(f"  tokens: {self.input_tokens} in, {self.output_tokens} out")
+        if self.truncated:
+            out.append(f"  {self.truncated} outputs cut short at max_tokens (finish_reason length)")
         if self.error_types:
             kinds = ", ".join(f"{k} {v}" for k, v in self.error_types.items())
             out.append(f"  error types: {kinds}")

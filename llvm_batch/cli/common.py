@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from ..errors import LLVMError
-from ..options import ENV_API_KEY, ENV_BASE_URL
+from ..options import ENV_API_KEY, ENV_BASE_URL, ENV_PROTOCOL, PROTOCOL_NAMES
 from ..sync import LLVMClient
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -41,7 +41,7 @@ def read_key_file(path: str | None) -> str | None:
 
 
 def server_options(func: F) -> F:
-    """--base-url, --api-key-file, --debug: where the server is and how to talk to it."""
+    """--base-url, --protocol, --api-key-file, --debug: where the server is, how to talk to it."""
     func = click.option(
         "--debug", is_flag=True, help="Log every request attempt to stderr (API key redacted)."
     )(func)
@@ -49,6 +49,12 @@ def server_options(func: F) -> F:
         "--api-key-file",
         type=click.Path(dir_okay=False),
         help=f"File holding the API key (default: ${ENV_API_KEY}). Never pass a key as a flag.",
+    )(func)
+    func = click.option(
+        "--protocol",
+        type=click.Choice(PROTOCOL_NAMES, case_sensitive=False),
+        help=f"Wire protocol (default: ${ENV_PROTOCOL}, else llvm). openai: an OpenAI-compatible "
+        "server, --base-url ending in /v1; openai-completions: plain prompts to /completions.",
     )(func)
     func = click.option(
         "--base-url",
@@ -67,12 +73,13 @@ def setup_logging(debug: bool) -> None:
 
 
 def make_client(
-    base_url: str | None, api_key_file: str | None, debug: bool, **kw: Any
+    base_url: str | None, api_key_file: str | None, debug: bool, protocol: str | None
 ) -> LLVMClient:
     """A sync client from the server options; a bad value exits 2."""
     setup_logging(debug)
     try:
-        return LLVMClient(base_url=base_url, api_key=read_key_file(api_key_file), debug=debug, **kw)
+        key = read_key_file(api_key_file)
+        return LLVMClient(base_url=base_url, api_key=key, debug=debug, protocol=protocol)
     except ValueError as exc:
         raise UsageFailure(str(exc)) from None
 

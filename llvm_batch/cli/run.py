@@ -231,6 +231,7 @@ def run(input_path: str | None, api_key_file: str | None, **options: Any) -> Non
     \b
     Example:
       llvm-batch run sample_data/prompts.parquet --local-server --model llvm-model-1
+      llvm-batch run prompts.parquet --protocol openai --base-url http://127.0.0.1:8080/v1 -m M
       llvm-batch run --config job.toml --max-retries 5
     """
     if input_path is None:

@@ -57,12 +57,25 @@ from .common import UsageFailure
     help="Fail each request's first N attempts with 503.",
 )
 @click.option("--seed", type=int, default=0, help="Seed of the fault choices.")
-def serve(host: str, port: int, model_list: str, require_api_key: bool, **faults: Any) -> None:
-    """Run the reference LLVM server (deterministic answers, optional faults).
+@click.option(
+    "--protocol",
+    type=click.Choice(["llvm", "openai"]),
+    default="llvm",
+    show_default=True,
+    help="The protocol of the printed URL (openai: the /v1 root).",
+)
+def serve(
+    host: str, port: int, model_list: str, require_api_key: bool, protocol: str, **faults: Any
+) -> None:
+    """Run the reference server (deterministic answers, optional faults).
+
+    It speaks both protocols: LLVM at the root, OpenAI under /v1; --protocol picks the
+    URL it prints.
 
     \b
     Example:
       llvm-batch serve --port 8000 --error-rate 0.1
+      llvm-batch serve --protocol openai --port 8000 --rate-limit-rate 0.05
     """
     api_key = os.environ.get(ENV_API_KEY) if require_api_key else None
     if require_api_key and not api_key:
@@ -74,6 +87,7 @@ def serve(host: str, port: int, model_list: str, require_api_key: bool, **faults
             models=[m.strip() for m in model_list.split(",") if m.strip()],
             api_key=api_key,
             faults=Faults(**faults),
+            protocol=protocol,
         )
     except ValueError as exc:
         raise UsageFailure(str(exc)) from None

@@ -9,11 +9,15 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import pytest
 from batch_support import prompts_table, read_rows, write_parquet
 from chaos_support import MODEL, posts, status
 
 from llvm_batch.batch import run_batch
 from llvm_batch.server import reference_output
+
+#: The runner's reliability contract holds in both wire protocols.
+pytestmark = pytest.mark.usefixtures("protocol")
 
 OUTAGE_FAILURES = 8
 

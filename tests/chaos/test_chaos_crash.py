@@ -9,6 +9,7 @@ import random
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -38,6 +39,9 @@ from chaos_support import (
 from llvm_batch.batch import run_batch
 from llvm_batch.server import Faults, ServerThread, reference_output
 
+#: The runner's reliability contract holds in both wire protocols.
+pytestmark = pytest.mark.usefixtures("protocol")
+
 ROWS = 300
 
 
@@ -59,16 +63,29 @@ def cli_args(source: Path, out: Path, url: str, *extra: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def reference_run(tmp_path_factory) -> tuple[Path, list[dict]]:
-    """An input, and the rows of its uninterrupted run."""
+def reference_runs(tmp_path_factory) -> Callable[[str], tuple[Path, list[dict]]]:
+    """An input, and for a protocol the rows of its uninterrupted run (made once each)."""
     where = tmp_path_factory.mktemp("reference")
     source = write_parquet(where / "in.parquet", prompts_table(ROWS, empty_every=11))
-    with ServerThread(host="127.0.0.1", port=0) as server:
-        summary = run_batch(
-            source, where / "expected.parquet", model=REFERENCE_MODEL, base_url=server.url
-        )
-    assert summary.exit_code == 0
-    return source, read_rows(where / "expected.parquet")
+    runs: dict[str, list[dict]] = {}
+
+    def run(protocol: str) -> tuple[Path, list[dict]]:
+        if protocol not in runs:
+            out = where / f"expected-{protocol}.parquet"
+            with ServerThread(host="127.0.0.1", port=0, protocol=protocol) as server:
+                summary = run_batch(
+                    source, out, model=REFERENCE_MODEL, base_url=server.url, protocol=protocol
+                )
+            assert summary.exit_code == 0
+            runs[protocol] = read_rows(out)
+        return source, runs[protocol]
+
+    return run
+
+
+@pytest.fixture
+def reference_run(reference_runs, protocol: str) -> tuple[Path, list[dict]]:
+    return reference_runs(protocol)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

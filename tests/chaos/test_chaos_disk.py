@@ -23,6 +23,9 @@ from chaos_support import REFERENCE_MODEL, assert_checkpoint_sound
 
 from llvm_batch.server import Faults, reference_output
 
+#: The runner's reliability contract holds in both wire protocols.
+pytestmark = pytest.mark.usefixtures("protocol")
+
 ROWS = 200
 
 

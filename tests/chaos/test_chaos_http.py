@@ -17,7 +17,11 @@ from aiohttp import web
 from batch_support import committed_rows, invoke, read_rows, staging_of, write_parquet
 from chaos_support import MODEL, by_prompt, posts, run_args, status
 
+from llvm_batch.protocol import get_protocol
 from llvm_batch.server import reference_output
+
+#: The runner's reliability contract holds in both wire protocols.
+pytestmark = pytest.mark.usefixtures("protocol")
 
 
 def prompts(*names: str) -> pa.Table:
@@ -247,7 +251,7 @@ def test_a_200_with_a_broken_body_is_retried_then_invalid_response(
 
 @pytest.mark.parametrize("code", [301, 302, 303, 307, 308])
 def test_a_redirect_to_another_origin_never_carries_the_api_key(
-    tmp_path: Path, scripted_thread, code: int
+    tmp_path: Path, scripted_thread, code: int, protocol: str
 ) -> None:
     key = "sk-CANARY-redirect-5e1f"
     target = scripted_thread()  # another port on 127.0.0.1: a different origin
@@ -275,7 +279,8 @@ def test_a_redirect_to_another_origin_never_carries_the_api_key(
         # A POST resent as a body-less GET would ask another question: the run stops at the
         # first such answer (resumable, exit 3) and says where the server moved to.
         assert result.exit_code == 3, result.output
-        assert f"redirected POST /models/{MODEL}/inference to {target.url}" in result.output
+        path = get_protocol(protocol).inference(MODEL, "a", {}).path
+        assert f"redirected POST {path} to {target.url}" in result.output
         assert "use the new address as the base URL" in result.output
         assert not out.exists()
         assert {s.method for s in target.seen} == {"GET"}

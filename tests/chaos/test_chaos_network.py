@@ -30,8 +30,13 @@ from chaos_support import (
     run_args,
     trickle,
 )
+from conftest import answer_for
 
 from llvm_batch.server import Faults, ServerThread, reference_output
+from llvm_batch.server_openai import OPENAI_ROOT
+
+#: The runner's reliability contract holds in both wire protocols.
+pytestmark = pytest.mark.usefixtures("protocol")
 
 
 def prompts(*names: str) -> pa.Table:
@@ -80,9 +85,10 @@ def test_read_timeout_is_retried_then_a_timeout_row(tmp_path: Path, scripted_thr
     ids=["within-timeout", "beyond-timeout"],
 )
 def test_a_body_trickled_byte_by_byte(
-    tmp_path: Path, scripted_thread, delay: float, timeout: str, expected: str
+    tmp_path: Path, scripted_thread, delay: float, timeout: str, expected: str, protocol: str
 ) -> None:
-    answer = b'{"model_id": "m1", "outputs": "dripped out slowly, one byte at a time"}'
+    text = "dripped out slowly, one byte at a time"
+    answer = json.dumps(answer_for(protocol, "m1", text)).encode()
     started: Counter[str] = Counter()
 
     async def handler(seen, request):
@@ -147,7 +153,7 @@ def test_an_answer_cut_short_is_a_retried_connection_error(
 
 
 def test_connection_refused_throughout_exits_3_and_the_same_command_completes_later(
-    tmp_path: Path, closed_url: str
+    tmp_path: Path, closed_url: str, protocol: str
 ) -> None:
     source = write_parquet(tmp_path / "in.parquet", prompts_table(20, empty_every=7))
     out = tmp_path / "out.parquet"
@@ -159,7 +165,7 @@ def test_connection_refused_throughout_exits_3_and_the_same_command_completes_la
         "-m",
         REFERENCE_MODEL,
         "--base-url",
-        closed_url,
+        closed_url + (OPENAI_ROOT if protocol == "openai" else ""),
         "--retry-delay",
         "0.001",
         "--max-outage",
@@ -180,7 +186,7 @@ def test_connection_refused_throughout_exits_3_and_the_same_command_completes_la
     assert summary["elapsed_s"] < 4.0
 
     port = int(closed_url.rsplit(":", 1)[1])
-    with ServerThread(host="127.0.0.1", port=port) as server:
+    with ServerThread(host="127.0.0.1", port=port, protocol=protocol) as server:
         result = invoke(*args)
         sent = server.stats.inference_requests
     assert result.exit_code == 0, result.output
@@ -191,13 +197,13 @@ def test_connection_refused_throughout_exits_3_and_the_same_command_completes_la
 
 
 def test_server_gone_mid_run_exits_3_keeps_checkpoint_and_resumes_without_resending(
-    tmp_path: Path,
+    tmp_path: Path, protocol: str
 ) -> None:
     rows_total = 400
     source = write_parquet(tmp_path / "in.parquet", prompts_table(rows_total))
     out = tmp_path / "out.parquet"
     staging = staging_of(out)
-    first = ServerThread(host="127.0.0.1", port=0, faults=Faults(latency=0.01)).start()
+    first = ServerThread(port=0, faults=Faults(latency=0.01), protocol=protocol).start()
     port = first.server.port
     args = [
         "run",
@@ -241,7 +247,7 @@ def test_server_gone_mid_run_exits_3_keeps_checkpoint_and_resumes_without_resend
     done = committed_ids(staging)
     assert 20 <= len(done) < rows_total and len(set(done)) == len(done)
 
-    with ServerThread(host="127.0.0.1", port=port) as second:
+    with ServerThread(host="127.0.0.1", port=port, protocol=protocol) as second:
         result = invoke(*args)
         resent = second.stats.inference_requests
     assert result.exit_code == 0, result.output

@@ -18,6 +18,10 @@ from chaos_support import MODEL, by_prompt, run_args
 
 from llvm_batch import InputError
 from llvm_batch.batch import run_batch
+from llvm_batch.protocol import get_protocol
+
+#: The runner's reliability contract holds in both wire protocols.
+pytestmark = pytest.mark.usefixtures("protocol")
 
 CANARY = "sk-CANARY-9d4e2b7a1c3f5e60"
 
@@ -55,7 +59,9 @@ def everywhere(tmp_path: Path, result) -> dict[str, str]:
     return places
 
 
-def test_echoed_key_reaches_no_log_column_file_or_summary(tmp_path: Path, scripted_thread) -> None:
+def test_echoed_key_reaches_no_log_column_file_or_summary(
+    tmp_path: Path, scripted_thread, protocol: str
+) -> None:
     app = scripted_thread(echo_credentials)
     names = []
     for echo in ("json echo", "text echo", "reason echo", "ok but broken"):
@@ -72,7 +78,8 @@ def test_echoed_key_reaches_no_log_column_file_or_summary(tmp_path: Path, script
     # Not vacuous: the server got the key and echoed it, the debug log did run, the errors
     # did land in the output with their (redacted) server text.
     assert all(s.headers.get("Authorization") == f"Bearer {CANARY}" for s in app.seen)
-    assert "POST /models/m1/inference -> 500" in result.stderr
+    path = get_protocol(protocol).inference("m1", "x", {}).path
+    assert f"POST {path} -> 500" in result.stderr
     rows = by_prompt(read_rows(out))
     assert "***" in rows["json echo"]["llvm_error"]
     assert "***" in rows["text echo"]["llvm_error"]

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from llvm_batch.batch import columns as cols
 from llvm_batch.client import Outcome
+from llvm_batch.protocol import get_protocol
 from llvm_batch.server import reference_output
 
 LONE = "\ud83d"  # the first half of an emoji, cut mid-character
@@ -125,7 +126,7 @@ def test_any_unicode_in_any_answer_field_round_trips_or_fails_its_row(
     outputs, metadata, model_id
 ) -> None:
     answer = {"model_id": model_id, "outputs": outputs, "metadata": metadata}
-    row = cols.from_outcome(_outcome(answer), "m1")
+    row = cols.from_outcome(_outcome(answer), "m1", get_protocol("llvm"))
 
     table = pa.table(dict(zip(cols.result_names(), cols.result_arrays([row]), strict=True)))
     sink = pa.BufferOutputStream()
@@ -184,10 +185,10 @@ def test_a_dying_row_worker_stops_the_run_at_once(
 ) -> None:
     from_outcome = cols.from_outcome
 
-    def failing(outcome, model, **kw):
+    def failing(outcome, model, *args, **kw):
         if outcome.value and outcome.value.get("outputs") == reference_output(MODEL, "q5"):
             raise KeyError("a bug")
-        return from_outcome(outcome, model, **kw)
+        return from_outcome(outcome, model, *args, **kw)
 
     monkeypatch.setattr(cols, "from_outcome", failing)
     app = scripted_thread()
