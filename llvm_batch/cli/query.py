@@ -36,7 +36,8 @@ def models(
 @click.argument("model")
 @server_options
 def info(
-    model: str, base_url: str | None, api_key_file: str | None, debug: bool, protocol: str | None
+    model: str,
+    base_url: str | None, api_key_file: str | None, debug: bool, protocol: str | None
 ) -> None:
     """Show what the server says about MODEL, as JSON.
 
@@ -54,7 +55,9 @@ def info(
 
 @click.command()
 @server_options
-def ping(base_url: str | None, api_key_file: str | None, debug: bool, protocol: str | None) -> None:
+def ping(
+    base_url: str | None, api_key_file: str | None, debug: bool, protocol: str | None
+) -> None:
     """Exit 0 if the server answers, 1 if not.
 
     \b
