@@ -1,32 +1,64 @@
-"""llvm-batch: run large tables of prompts through LLVM inference servers, reliably and fast."""
+"""llvm-batch: run large tables of prompts through LLVM inference servers, reliably and fast.
 
-from . import accessor as _accessor  # noqa: F401  (registers df.llvm and series.llvm)
-from .batch import RunSummary, arun_batch, run_batch
-from .breaker import BreakerState, CircuitBreaker
-from .client import AsyncLLVMClient, ClientStats, Outcome
-from .errors import (
-    AuthenticationError,
-    BadRequestError,
-    CircuitOpenError,
-    HTTPStatusError,
-    InputError,
-    InvalidResponseError,
-    LLVMConnectionError,
-    LLVMError,
-    LLVMTimeoutError,
-    ModelNotFoundError,
-    QueueFullError,
-    RateLimitError,
-    RedirectError,
-    ResponseTooLargeError,
-    ResumeMismatchError,
-    ServerError,
-)
-from .options import BreakerConfig, ClientConfig, Priority
-from .retry import RetryPolicy
-from .sync import LLVMClient, run_sync
+The public names are imported when first used (PEP 562), so ``import llvm_batch`` and the
+command line's ``--help`` stay fast. ``df.llvm`` / ``series.llvm`` are registered as soon as
+pandas is loaded, whether it was imported before llvm_batch or after.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.machinery
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .batch import RunSummary, arun_batch, run_batch
+    from .breaker import BreakerState, CircuitBreaker
+    from .client import AsyncLLVMClient, ClientStats, Outcome
+    from .errors import (
+        AuthenticationError,
+        BadRequestError,
+        CircuitOpenError,
+        HTTPStatusError,
+        InputError,
+        InvalidResponseError,
+        LLVMConnectionError,
+        LLVMError,
+        LLVMTimeoutError,
+        ModelNotFoundError,
+        QueueFullError,
+        RateLimitError,
+        RedirectError,
+        ResponseTooLargeError,
+        ResumeMismatchError,
+        ServerError,
+    )
+    from .options import BreakerConfig, ClientConfig, Priority
+    from .retry import RetryPolicy
+    from .sync import LLVMClient, run_sync
 
 __version__ = "0.1.0"
+
+_ERRORS = (
+    "AuthenticationError BadRequestError CircuitOpenError HTTPStatusError InputError "
+    "InvalidResponseError LLVMConnectionError LLVMError LLVMTimeoutError ModelNotFoundError "
+    "QueueFullError RateLimitError RedirectError ResponseTooLargeError ResumeMismatchError "
+    "ServerError"
+).split()
+#: public name -> the module that defines it
+_HOMES: dict[str, str] = {
+    **{name: ".errors" for name in _ERRORS},
+    **dict.fromkeys(("RunSummary", "arun_batch", "run_batch"), ".batch"),
+    **dict.fromkeys(("BreakerState", "CircuitBreaker"), ".breaker"),
+    **dict.fromkeys(("AsyncLLVMClient", "ClientStats", "Outcome"), ".client"),
+    **dict.fromkeys(("BreakerConfig", "ClientConfig", "Priority"), ".options"),
+    "RetryPolicy": ".retry",
+    **dict.fromkeys(("LLVMClient", "run_sync"), ".sync"),
+}
 
 __all__ = [
     "AsyncLLVMClient",
@@ -61,3 +93,49 @@ __all__ = [
     "run_batch",
     "run_sync",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+class _RegisterAccessorAfterPandas(importlib.abc.MetaPathFinder):
+    """Registers ``df.llvm`` right after pandas finishes importing (then steps aside)."""
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname != "pandas":
+            return None
+        sys.meta_path.remove(self)
+        spec = None
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None)
+            if find is not None and (spec := find(fullname, path, target)) is not None:
+                break
+        loader = spec.loader if spec is not None else None
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        exec_module = loader.exec_module
+
+        def exec_then_register(module: ModuleType) -> None:
+            exec_module(module)
+            importlib.import_module(".accessor", __name__)
+
+        loader.exec_module = exec_then_register
+        return spec
+
+
+if "pandas" in sys.modules:
+    importlib.import_module(".accessor", __name__)
+elif not any(isinstance(f, _RegisterAccessorAfterPandas) for f in sys.meta_path):
+    sys.meta_path.insert(0, _RegisterAccessorAfterPandas())

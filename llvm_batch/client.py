@@ -8,7 +8,6 @@ breaker -> retry decision -> backoff sleep without a slot.
 from __future__ import annotations
 
 import asyncio
-import logging
 import random as _random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -18,6 +17,7 @@ from typing import Any
 
 from . import codec, protocol
 from .breaker import CircuitBreaker
+from .debuglog import debug_log
 from .errors import CircuitOpenError, LLVMError, RateLimitError, ServerError, safe_url
 from .options import (
     DEFAULT_MAX_CONCURRENT_REQUESTS,
@@ -34,8 +34,6 @@ from .protocol import WireProtocol, get_protocol
 from .retry import RetryPolicy
 from .scheduler import Scheduler
 from .transport import Transport
-
-logger = logging.getLogger("llvm_batch")
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -143,8 +141,6 @@ class AsyncLLVMClient:
         )
         self._breaker = CircuitBreaker(self.config.breaker, clock) if self.config.breaker else None
         self._debug = self.config.debug
-        if self._debug:
-            logger.setLevel(logging.DEBUG)
         self.retry_count = 0
 
     def __repr__(self) -> str:
@@ -237,10 +233,16 @@ class AsyncLLVMClient:
 
     # -- protocol operations -------------------------------------------------------------
 
-    async def list_models(self, *, priority: Priority | str = Priority.NORMAL) -> list[str]:
-        """The ids of the models the server offers."""
-        answer = (await self.send(self.protocol.list_models(), priority=priority)).result()
-        return self.protocol.models_from(answer)
+    async def list_models(
+        self, *, priority: Priority | str = Priority.NORMAL
+    ) -> dict[str, Any]:
+        """The server's answer to list models, as it came: ``{"models": [...]}`` (LLVM),
+        ``{"data": [{"id": ...}]}`` (OpenAI). :meth:`model_ids` gives the ids alone."""
+        return dict((await self.send(self.protocol.list_models(), priority=priority)).result())
+
+    async def model_ids(self, *, priority: Priority | str = Priority.NORMAL) -> list[str]:
+        """The ids of the models the server offers, in any protocol."""
+        return self.protocol.models_from(await self.list_models(priority=priority))
 
     async def get_model_info(
         self, model_id: str | None = None, *, priority: Priority | str = Priority.NORMAL
@@ -310,11 +312,28 @@ class AsyncLLVMClient:
         outcome = await self.send(call, priority=priority, idempotency_key=idempotency_key)
         return self.protocol.chat_result(model_id, outcome.result(), now=self._wall_clock())
 
+    async def ping(self) -> None:
+        """Ask the server for its models once, past the queue and the breaker.
+
+        Raises the :class:`LLVMError` met (a refused key is an :class:`AuthenticationError`,
+        a server that is down an :class:`LLVMConnectionError`); returns when it answered.
+        Checking the endpoint is what a user does while the breaker is open, so the breaker
+        neither refuses it nor counts it.
+        """
+        call = self.protocol.list_models()
+        started = self._clock()
+        try:
+            _, status = await self._transport.exchange(call, None, None)
+        except LLVMError as exc:
+            what = f"giving up ({exc.error_type})"
+            self._log(call, exc.status, (self._clock() - started) * 1000, what)
+            raise exc.with_traceback(None) from None
+        self._log(call, status, (self._clock() - started) * 1000, "ok")
+
     async def test_endpoint(self) -> bool:
         """True when the server answers a list-models request (one attempt, no retries)."""
         try:
-            call = self.protocol.list_models()
-            (await self.send(call, priority=Priority.HIGH, retry=False)).result()
+            await self.ping()
         except LLVMError:
             return False
         return True
@@ -422,7 +441,7 @@ class AsyncLLVMClient:
 
     def _log(self, call: protocol.Call, status: int | None, duration_ms: float, what: str) -> None:
         if self._debug:
-            logger.debug(
+            debug_log(
                 "%s %s -> %s in %.1f ms; %s",
                 call.method,
                 call.path,

@@ -19,6 +19,9 @@ DEFAULT_MAX_CONCURRENT_REQUESTS = 10
 DEFAULT_MAX_RETRIES = 3
 DEFAULT_RETRY_DELAY = 1.0
 DEFAULT_MAX_RETRY_DELAY = 60.0
+#: The largest ``retry_delay`` taken, in seconds: a larger one is almost surely milliseconds
+#: (the seed's unit), which would make the first 503 wait a quarter of an hour.
+MAX_RETRY_DELAY_S = 60.0
 DEFAULT_QUEUE_SIZE = 100
 DEFAULT_TIMEOUT = 60.0
 
@@ -129,7 +132,7 @@ class ClientConfig:
             isinstance(self.max_retries, int) and self.max_retries >= 0,
             "max_retries must be an integer of 0 or more (3 means up to 4 attempts)",
         )
-        _require(self.retry_delay >= 0, "retry_delay must be 0 or more seconds, e.g. 1.0")
+        check_retry_delay(self.retry_delay)
         _require(
             self.max_retry_delay >= self.retry_delay,
             "max_retry_delay must be at least retry_delay",
@@ -168,6 +171,16 @@ def parse_protocol(name: str) -> str:
         f"protocol must be one of {', '.join(PROTOCOL_NAMES)}; got {name!r}",
     )
     return canonical
+
+
+def check_retry_delay(seconds: float) -> None:
+    """Refuse a negative ``retry_delay``, and one so large it must be milliseconds."""
+    _require(seconds >= 0, "retry_delay must be 0 or more seconds, e.g. 1.0")
+    _require(
+        seconds <= MAX_RETRY_DELAY_S,
+        f"retry_delay is in seconds, and {seconds:g} looks like milliseconds: "
+        f"did you mean {seconds / 1000:g} (seconds)? At most {MAX_RETRY_DELAY_S:g} s is taken.",
+    )
 
 
 def _require(ok: bool, message: str) -> None:
@@ -213,8 +226,6 @@ def resolve_config(
     else:
         breaker_config = BreakerConfig(**dict(breaker))
     given = {name: value for name, value in settings.items() if value is not None}
-    if "max_retry_delay" not in given and given.get("retry_delay", 0) > DEFAULT_MAX_RETRY_DELAY:
-        given["max_retry_delay"] = given["retry_delay"]
     if "timeout" in settings and settings["timeout"] is None:
         given["timeout"] = None
     return ClientConfig(

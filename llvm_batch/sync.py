@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import weakref
 from collections.abc import Coroutine, Mapping, Sequence
 from concurrent.futures import Future
 from types import TracebackType
@@ -119,6 +120,10 @@ class LLVMClient:
         except BaseException:
             self._loop.stop()
             raise
+        # A client dropped without close() (a script's last line, a notebook cell run again)
+        # closes quietly when collected or at exit, as requests and httpx users expect, instead
+        # of aiohttp's "Unclosed client session" on stderr.
+        self._closer = weakref.finalize(self, _shut_down, self._loop, self._async)
 
     def __repr__(self) -> str:
         return repr(self._async).replace("AsyncLLVMClient", "LLVMClient", 1)
@@ -136,9 +141,17 @@ class LLVMClient:
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self._loop.run(coro)
 
-    def list_models(self, **kwargs: Any) -> list[str]:
-        """The ids of the models the server offers."""
-        return self._run(self._async.list_models(**kwargs))
+    def list_models(self, *, priority: Priority | str = Priority.NORMAL) -> dict[str, Any]:
+        """The server's answer to list models, as it came (``{"models": [...]}``)."""
+        return self._run(self._async.list_models(priority=priority))
+
+    def model_ids(self, *, priority: Priority | str = Priority.NORMAL) -> list[str]:
+        """The ids of the models the server offers, in any protocol."""
+        return self._run(self._async.model_ids(priority=priority))
+
+    def ping(self) -> None:
+        """Ask the server once, past the queue and breaker; raises what it met."""
+        self._run(self._async.ping())
 
     def get_model_info(self, model_id: str | None = None, **kwargs: Any) -> dict[str, Any]:
         """The server's description of a model."""
@@ -198,10 +211,7 @@ class LLVMClient:
 
     def close(self) -> None:
         """Close the HTTP session and stop the loop thread."""
-        if self._loop.loop.is_closed():
-            return
-        self._run(self._async.aclose())
-        self._loop.stop()
+        self._closer()
 
     def __enter__(self) -> LLVMClient:
         return self
@@ -213,3 +223,15 @@ class LLVMClient:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _shut_down(loop: LoopThread, client: AsyncLLVMClient) -> None:
+    """Close ``client``'s session on ``loop``, then stop the loop (once; no reference to the
+    facade, so that collecting it can run this)."""
+    if loop.loop.is_closed():
+        return
+    if _running_loop() is loop.loop:  # collected on the loop's own thread: can't wait there
+        loop.loop.create_task(client.aclose()).add_done_callback(lambda _: loop.loop.stop())
+        return
+    loop.run(client.aclose())
+    loop.stop()

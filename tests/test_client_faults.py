@@ -369,7 +369,7 @@ def test_a_redirected_get_is_followed(scripted, fake_time) -> None:
             return web.Response(status=302, headers={"Location": "/models?page=1"})
         return None
 
-    app, models = asyncio.run(attempt(scripted, fake_time, moved, call=lambda c: c.list_models()))
+    app, models = asyncio.run(attempt(scripted, fake_time, moved, call=lambda c: c.model_ids()))
 
     assert models == ["m1", "m2"]
     assert [s.path for s in app.seen] == ["/models", "/models?page=1"]

@@ -114,7 +114,7 @@ def test_models_are_read_from_the_data_list(scripted) -> None:
 
     async def main():
         async with scripted(handler) as app, _client(app.url) as client:
-            return await client.list_models()
+            return await client.model_ids()
 
     assert asyncio.run(main()) == ["a", "b/c"]
 

@@ -16,7 +16,7 @@ WALL = 1_712_345_678.25
 def test_list_models_is_a_get_of_models(scripted) -> None:
     async def main():
         async with scripted() as app, AsyncLLVMClient(app.url) as client:
-            return app, await client.list_models()
+            return app, await client.model_ids()
 
     app, models = asyncio.run(main())
 
@@ -32,7 +32,7 @@ def test_list_models_accepts_entries_given_as_objects(scripted) -> None:
 
     async def main():
         async with scripted(handler) as app, AsyncLLVMClient(app.url) as client:
-            return await client.list_models()
+            return await client.model_ids()
 
     assert asyncio.run(main()) == ["a", "b", "c"]
 

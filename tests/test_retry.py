@@ -249,8 +249,10 @@ def test_retry_after_that_is_not_finite_is_ignored() -> None:
     assert parse_retry_after("2.5", now=0.0) == 2.5
 
 
-def test_a_long_retry_delay_raises_the_default_cap() -> None:
+def test_a_retry_delay_at_the_cap_is_taken_and_max_retry_delay_follows_it() -> None:
     from llvm_batch.options import resolve_config
 
-    config = resolve_config(base_url="http://127.0.0.1:1", retry_delay=90.0, environ={})
-    assert config.max_retry_delay == 90.0
+    config = resolve_config(
+        base_url="http://127.0.0.1:1", retry_delay=60.0, max_retry_delay=60.0, environ={}
+    )
+    assert config.retry_delay == config.max_retry_delay == 60.0

@@ -50,7 +50,7 @@ def test_models_and_model_info(make_server) -> None:
 
     async def main():
         async with AsyncLLVMClient(server.url) as client:
-            return await client.list_models(), await client.get_model_info("org/b")
+            return await client.model_ids(), await client.get_model_info("org/b")
 
     models, info = asyncio.run(main())
     assert models == ["a", "org/b"]
@@ -78,7 +78,7 @@ def test_api_key_is_required_when_set(make_server) -> None:
         for key in (None, "wrong", "right"):
             async with AsyncLLVMClient(server.url, api_key=key, max_retries=0) as client:
                 try:
-                    results.append(await client.list_models())
+                    results.append(await client.model_ids())
                 except AuthenticationError as error:
                     results.append(error.status)
         stats = await fetch("GET", server.url + "/_stats")  # control routes need no key
@@ -214,7 +214,7 @@ def test_reference_server_runs_inside_a_loop_too() -> None:
         async with ReferenceServer(models=["only"]) as running:
             assert running.url.startswith("http://127.0.0.1:")
             async with AsyncLLVMClient(running.url) as client:
-                return await client.list_models()
+                return await client.model_ids()
 
     assert asyncio.run(main()) == ["only"]
 

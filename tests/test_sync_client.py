@@ -50,7 +50,7 @@ def test_sync_and_async_clients_give_equal_results(server) -> None:
     async_results = asyncio.run(main())
 
     assert without_id_and_created(sync_results) == without_id_and_created(async_results)
-    assert sync_results["models"] == ["llvm-model-1", "llvm-model-2"]
+    assert sync_results["models"] == {"models": ["llvm-model-1", "llvm-model-2"]}
     assert sync_results["plain"]["outputs"] == reference_output(MODEL, "Hello world", 3)
     assert sync_results["chat"]["content"] == reference_output(MODEL, "system: Be kind.\nuser: Hi")
     assert sync_results["chat"]["id"].startswith("llvm-")
@@ -73,7 +73,7 @@ def test_sync_client_raises_the_same_errors(make_server) -> None:
 def test_sync_client_works_inside_a_running_event_loop(server) -> None:
     async def notebook_cell():
         with LLVMClient(server.url, default_model=MODEL) as client:
-            return client.list_models(), client.run_inference(None, "from a cell")["outputs"]
+            return client.model_ids(), client.run_inference(None, "from a cell")["outputs"]
 
     models, output = asyncio.run(notebook_cell())
     assert models == ["llvm-model-1", "llvm-model-2"]
@@ -152,7 +152,7 @@ def test_run_sync_hands_errors_to_the_caller(inside_a_loop) -> None:
 def test_run_sync_drives_the_async_client_inside_a_loop(server) -> None:
     async def use_client():
         async with AsyncLLVMClient(server.url) as client:
-            return await client.list_models()
+            return await client.model_ids()
 
     async def cell():
         return run_sync(use_client())

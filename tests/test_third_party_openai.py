@@ -133,7 +133,7 @@ def _run(source: Path, out: Path, mock: LLMock, *extra: str) -> Any:
 
 def test_models_and_model_info_from_the_list(mock: LLMock) -> None:
     with LLVMClient(base_url=mock.url, protocol="openai", api_key="sk-test") as client:
-        models = client.list_models()
+        models = client.model_ids()
         # LLMock has no GET /models/{id}: the info comes from the list, and a model the
         # server lacks is a clear ModelNotFoundError naming what it offers.
         info = client.get_model_info(MODEL)

@@ -19,6 +19,7 @@ from ..options import (
     DEFAULT_TIMEOUT,
     ENV_PROTOCOL,
     Priority,
+    check_retry_delay,
     parse_protocol,
 )
 from .columns import DEFAULT_PREFIX
@@ -108,10 +109,13 @@ class BatchOptions:
             if isinstance(value, float) and not math.isfinite(value):
                 # nan passes every "> 0" check and inf waits forever: neither is a setting.
                 raise InputError(f"{item.name} must be a finite number; got {value}")
+        try:
+            check_retry_delay(self.retry_delay)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
         checks = (
             (self.concurrency >= 1, "concurrency must be at least 1, e.g. 16"),
             (self.max_retries >= 0, "max_retries must be 0 or more"),
-            (self.retry_delay >= 0, "retry_delay must be 0 or more seconds"),
             (self.timeout is None or self.timeout > 0, "timeout must be positive seconds"),
             (self.max_rps is None or self.max_rps > 0, "max_rps must be positive"),
             (self.max_outage >= 0, "max_outage must be 0 or more seconds, e.g. 600"),

@@ -9,13 +9,15 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from ..errors import LLVMError
+from ..errors import AuthenticationError, LLVMConnectionError, LLVMError, LLVMTimeoutError, safe_url
 from ..options import ENV_API_KEY, ENV_BASE_URL, ENV_PROTOCOL, PROTOCOL_NAMES
-from ..sync import LLVMClient
+
+if TYPE_CHECKING:  # the client (aiohttp) is imported when a command runs, not for --help
+    from ..sync import LLVMClient
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -72,18 +74,41 @@ def setup_logging(debug: bool) -> None:
         logging.getLogger("llvm_batch").setLevel(logging.DEBUG)
 
 
+KEY_HINT = f"set {ENV_API_KEY} or --api-key-file"
+#: A query command answers within about a second against a server that is down: one quick
+#: retry (a restart, a blip), no breaker.
+QUICK: dict[str, Any] = {"max_retries": 1, "retry_delay": 0.25, "breaker": False}
+
+
 def make_client(
     base_url: str | None, api_key_file: str | None, debug: bool, protocol: str | None
 ) -> LLVMClient:
-    """A sync client from the server options; a bad value exits 2."""
+    """A sync client for one quick question, from the server options; a bad value exits 2."""
+    from ..sync import LLVMClient
+
     setup_logging(debug)
     try:
         key = read_key_file(api_key_file)
-        return LLVMClient(base_url=base_url, api_key=key, debug=debug, protocol=protocol)
+        return LLVMClient(
+            base_url=base_url,
+            api_key=key,
+            debug=debug,
+            protocol=protocol,
+            **QUICK,
+        )
     except ValueError as exc:
         raise UsageFailure(str(exc)) from None
 
 
-def fail(exc: LLVMError) -> click.ClickException:
-    """A failed server call: its readable message, exit 1."""
-    return click.ClickException(str(exc))
+def fail(exc: LLVMError, client: LLVMClient) -> click.ClickException:
+    """A failed server call: its readable message (with a hint where one helps), exit 1."""
+    message = str(exc)
+    if isinstance(exc, (LLVMConnectionError, LLVMTimeoutError)):
+        url = safe_url(client.config.api_root)
+        message += (
+            f"\nhint: is the server running at {url}? "
+            f"Set --base-url or ${ENV_BASE_URL} to where it listens."
+        )
+    elif isinstance(exc, AuthenticationError):
+        message += f"\nhint: {KEY_HINT}"
+    return click.ClickException(message)

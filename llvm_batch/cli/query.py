@@ -1,4 +1,8 @@
-"""Talking to a server: ``models``, ``info``, ``ping``, ``chat``."""
+"""Talking to a server: ``models``, ``info``, ``ping``, ``chat``.
+
+They answer within about a second when the server is down (one quick retry, then a hint),
+and the model comes from MODEL or ``LLVM_DEFAULT_MODEL``.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,8 @@ import sys
 
 import click
 
-from ..errors import LLVMError
-from .common import fail, make_client, server_options
+from ..errors import AuthenticationError, LLVMError, safe_url
+from .common import KEY_HINT, UsageFailure, fail, make_client, server_options
 
 
 @click.command()
@@ -25,21 +29,21 @@ def models(
     """
     with make_client(base_url, api_key_file, debug, protocol) as client:
         try:
-            names = client.list_models()
+            names = client.model_ids()
         except LLVMError as exc:
-            raise fail(exc) from None
+            raise fail(exc, client) from None
     for name in names:
         click.echo(name)
 
 
 @click.command()
-@click.argument("model")
+@click.argument("model", required=False)
 @server_options
 def info(
-    model: str,
+    model: str | None,
     base_url: str | None, api_key_file: str | None, debug: bool, protocol: str | None
 ) -> None:
-    """Show what the server says about MODEL, as JSON.
+    """Show what the server says about MODEL (default: $LLVM_DEFAULT_MODEL), as JSON.
 
     \b
     Example:
@@ -49,7 +53,9 @@ def info(
         try:
             details = client.get_model_info(model)
         except LLVMError as exc:
-            raise fail(exc) from None
+            raise fail(exc, client) from None
+        except ValueError as exc:  # no model given anywhere
+            raise UsageFailure(str(exc)) from None
     click.echo(json.dumps(details, indent=2, sort_keys=True))
 
 
@@ -58,29 +64,35 @@ def info(
 def ping(
     base_url: str | None, api_key_file: str | None, debug: bool, protocol: str | None
 ) -> None:
-    """Exit 0 if the server answers, 1 if not.
+    """Exit 0 if the server answers, 1 if not (unreachable, or the API key refused).
 
     \b
     Example:
       llvm-batch ping --base-url http://127.0.0.1:8000 && echo up
     """
     with make_client(base_url, api_key_file, debug, protocol) as client:
-        ok = client.test_endpoint()
-        url = client.config.api_root
-    click.echo(f"{url}: {'ok' if ok else 'unreachable'}", err=not ok)
-    sys.exit(0 if ok else 1)
+        url = safe_url(client.config.api_root)
+        try:
+            client.ping()
+        except AuthenticationError as exc:
+            problem = f"answers, but refused the API key (HTTP {exc.status}); {KEY_HINT}"
+        except LLVMError as exc:
+            problem = f"unreachable: {fail(exc, client).message}"
+        else:
+            click.echo(f"{url}: ok")
+            return
+    click.echo(f"{url}: {problem}", err=True)
+    sys.exit(1)
 
 
 @click.command()
-@click.argument("model")
-@click.argument("text")
+@click.argument("words", nargs=-1, required=True, metavar="[MODEL] TEXT")
 @click.option("--system", help="A system message before TEXT.")
 @click.option("--max-tokens", type=click.IntRange(min=0))
 @click.option("--temperature", type=float)
 @server_options
 def chat(
-    model: str,
-    text: str,
+    words: tuple[str, ...],
     system: str | None,
     max_tokens: int | None,
     temperature: float | None,
@@ -89,12 +101,16 @@ def chat(
     debug: bool,
     protocol: str | None,
 ) -> None:
-    """Send one chat message to MODEL and print the answer.
+    """Send one chat message to MODEL (default: $LLVM_DEFAULT_MODEL) and print the answer.
 
     \b
     Example:
       llvm-batch chat llvm-model-1 "What is LLVM?"
+      LLVM_DEFAULT_MODEL=llvm-model-1 llvm-batch chat "What is LLVM?"
     """
+    if len(words) > 2:
+        raise UsageFailure("chat takes [MODEL] TEXT; quote TEXT if it has spaces")
+    model, text = (None, words[0]) if len(words) == 1 else words
     messages = [{"role": "user", "content": text}]
     if system:
         messages.insert(0, {"role": "system", "content": system})
@@ -102,6 +118,8 @@ def chat(
         try:
             answer = client.chat(model, messages, max_tokens=max_tokens, temperature=temperature)
         except LLVMError as exc:
-            raise fail(exc) from None
+            raise fail(exc, client) from None
+        except ValueError as exc:  # no model given anywhere
+            raise UsageFailure(str(exc)) from None
     content = answer["content"]
     click.echo(content if isinstance(content, str) else json.dumps(content))

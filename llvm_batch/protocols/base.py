@@ -128,12 +128,19 @@ def chat_prompt(messages: Sequence[Mapping[str, Any]]) -> str:
 
 
 def check_messages(messages: Any) -> None:
-    """Raise ValueError unless ``messages`` is a list of mappings with a role."""
+    """Raise ValueError unless ``messages`` is a list of mappings with a role and content."""
     if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
         raise ValueError("messages must be a list of {'role': ..., 'content': ...} mappings")
     for index, message in enumerate(messages):
         if not isinstance(message, Mapping) or "role" not in message:
             raise ValueError(f"message {index} must be a mapping with 'role' and 'content'")
+        # Only an assistant's turn may have a null content (a tool call, as OpenAI allows);
+        # Arrow turns a missing field into a null, so the two are refused alike elsewhere.
+        content = message.get("content")
+        if "content" not in message or (content is None and message["role"] != "assistant"):
+            raise ValueError(
+                f"message {index} ({message['role']!r}) has no 'content'; every message needs one"
+            )
 
 
 def parse_json(
@@ -148,6 +155,14 @@ def parse_json(
             operation=call.operation,
             model=call.model,
         ) from None
+
+
+def no_output_error(call: Call) -> InvalidResponseError:
+    """A 200 whose output is null: the row fails (retried like any malformed answer), since a
+    null output in the result columns means the row failed, never that it is ok."""
+    return InvalidResponseError(
+        "the server answered without an output (null)", operation=call.operation, model=call.model
+    )
 
 
 def shape_error(call: Call, expected: str) -> InvalidResponseError:

@@ -10,7 +10,7 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
-from .base import NO_USAGE, Call, Usage, WireProtocol, chat_prompt, shape_error
+from .base import NO_USAGE, Call, Usage, WireProtocol, chat_prompt, no_output_error, shape_error
 
 _ANSWER_KEYS = frozenset({"outputs", "model_id", "metadata"})
 
@@ -68,6 +68,8 @@ class LLVMProtocol(WireProtocol):
             expected = "a JSON object"
         if not ok:
             raise shape_error(call, expected)
+        if call.operation == "inference" and self.output_of(data) is None:
+            raise no_output_error(call)
         return data
 
     def output_of(self, answer: Mapping[str, Any]) -> Any:

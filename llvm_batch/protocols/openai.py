@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ..errors import BadRequestError, LLVMError, ModelNotFoundError
-from .base import NO_USAGE, Call, Usage, WireProtocol, check_messages, shape_error
+from .base import NO_USAGE, Call, Usage, WireProtocol, check_messages, no_output_error, shape_error
 
 #: Answer fields that have columns of their own (or say nothing), left out of llvm_metadata.
 _SHOWN_ELSEWHERE = frozenset({"choices", "model", "object"})
@@ -98,6 +98,8 @@ class OpenAIProtocol(WireProtocol):
             expected = "a JSON object"
         if not ok:
             raise shape_error(call, expected)
+        if call.operation == "inference" and self.output_of(data) is None:
+            raise no_output_error(call)
         return data
 
     def output_of(self, answer: Mapping[str, Any]) -> Any:

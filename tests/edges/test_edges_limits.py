@@ -71,7 +71,7 @@ def test_the_client_caps_what_it_reads(scripted) -> None:
                     await client.run_inference(MODEL, "go")
                 assert caught.value.error_type == "response_too_large"
                 assert len(posts(app)) == 1  # not retried: the same answer would come back
-                assert await client.list_models() == ["m1", "m2"]  # the client still works
+                assert await client.model_ids() == ["m1", "m2"]  # the client still works
 
     asyncio.run(asyncio.wait_for(scenario(), timeout=30))
 
