@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from ..errors import InputError
-from ..options import DEFAULT_MAX_RETRIES, DEFAULT_RETRY_DELAY, DEFAULT_TIMEOUT, Priority
+from ..options import DEFAULT_MAX_RETRIES, DEFAULT_RETRY_DELAY, DEFAULT_TIMEOUT, Limits, Priority
 from .columns import DEFAULT_PREFIX
 from .prompts import OPTION_NAMES, PromptSpec
 
@@ -65,7 +65,7 @@ class BatchOptions:
     prefix: str = DEFAULT_PREFIX
     base_url: str | None = None
     api_key: str | None = field(default=None, repr=False)
-    concurrency: int = DEFAULT_CONCURRENCY
+    concurrency: int | str = DEFAULT_CONCURRENCY
     max_retries: int = DEFAULT_MAX_RETRIES
     retry_delay: float = DEFAULT_RETRY_DELAY
     timeout: float | None = DEFAULT_TIMEOUT
@@ -88,7 +88,6 @@ class BatchOptions:
 
     def __post_init__(self) -> None:
         checks = (
-            (self.concurrency >= 1, "concurrency must be at least 1, e.g. 16"),
             (self.max_retries >= 0, "max_retries must be 0 or more"),
             (self.retry_delay >= 0, "retry_delay must be 0 or more seconds"),
             (self.timeout is None or self.timeout > 0, "timeout must be positive seconds"),
@@ -104,8 +103,9 @@ class BatchOptions:
                 raise InputError(message)
         try:
             Priority.parse(self.priority)
+            self.limits()
         except ValueError as exc:
-            raise InputError(str(exc)) from None
+            raise InputError(str(exc).replace("max_concurrent_requests", "concurrency")) from None
         if self.params is not None and not isinstance(self.params, dict):
             raise InputError("params must be a JSON object, e.g. '{\"seed\": 1}'")
 
@@ -117,6 +117,10 @@ class BatchOptions:
         if unknown:
             raise TypeError(f"unknown run_batch option(s): {', '.join(unknown)}")
         return cls(**kwargs)
+
+    def limits(self) -> Limits:
+        """The concurrency: a ceiling the limit adapts under, or ``auto``."""
+        return Limits.parse(self.concurrency)
 
     def prompt_spec(self) -> PromptSpec:
         options = {name: getattr(self, name) for name in OPTION_NAMES}

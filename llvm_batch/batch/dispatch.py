@@ -1,10 +1,11 @@
 """Sending rows: one inference per row through the client, held while the server is down.
 
-Shared by the file runner and the DataFrame accessor. A row refused by an open breaker, or
-failing on the server's side while the breaker is not closed, is held and sent again rather
-than failed; a run blocked longer than its outage budget stops as incomplete. A refused API
-key, a vanished model or a server that redirects its POSTs elsewhere stops the run at once
-instead of failing every row in turn.
+Shared by the file runner and the DataFrame accessor. A row refused by an open breaker, failing
+on the server's side while the breaker is not closed, or still refused by a full server when
+its retries ran out, is held and sent again rather than failed: a row does not fail because the
+server was down or full. A run blocked longer than its outage budget stops as incomplete.
+A refused API key, a vanished model or a server that redirects its POSTs elsewhere stops the
+run at once instead of failing every row in turn.
 """
 
 from __future__ import annotations
@@ -108,7 +109,9 @@ class Dispatcher:
             total.latency_ms += outcome.latency_ms
             error = outcome.error
             self._note_failure(error)
-            if error is not None and (isinstance(error, CircuitOpenError) or self._outage(error)):
+            if error is not None and (
+                outcome.overloaded or isinstance(error, CircuitOpenError) or self._outage(error)
+            ):
                 if not await self._hold(error):
                     return None
                 outcome = await self.client.send(call, priority=self.priority, idempotency_key=key)
@@ -146,7 +149,7 @@ class Dispatcher:
         return error.retryable and self.client.breaker_state not in ("closed", "disabled")
 
     async def _hold(self, error: LLVMError) -> bool:
-        """Wait for an open breaker; False when the outage budget is spent (the run stops)."""
+        """Wait for the server; False when the outage budget is spent (the run stops)."""
         now = self._clock()
         if self._blocked_since is None:
             self._blocked_since = now

@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from ..client import AsyncLLVMClient
 from ..errors import InputError
-from ..options import ENV_DEFAULT_MODEL, Priority
+from ..options import DEFAULT_MAX_RETRY_DELAY, ENV_DEFAULT_MODEL, Priority
 from . import columns as cols
 from .checkpoint import Checkpoint
 from .chunk import Chunk
@@ -67,8 +67,13 @@ class BatchRun:
         self.spec = options.prompt_spec()
         self.priority = Priority.parse(options.priority)
         self._clock = clock
+        self.limits = options.limits()
         self.summary = RunSummary(
-            input=self.input_path, output=self.output_path, max_error_rate=options.max_error_rate
+            input=self.input_path,
+            output=self.output_path,
+            max_error_rate=options.max_error_rate,
+            concurrency=self.limits.describe(),
+            concurrency_ceiling=self.limits.ceiling,
         )
         self._errors: Counter[str] = Counter()
         self._finished = asyncio.Event()
@@ -76,9 +81,8 @@ class BatchRun:
         self._commit_wanted = asyncio.Event()
         # Workers (one per slot, plus stand-ins for rows in backoff) pull rows from a feed
         # with backpressure: no task per row.
-        self._pool = WorkerPool(
-            self._worker, size=self.opts.concurrency, limit=self.opts.concurrency * 4 + 32
-        )
+        ceiling = self.limits.ceiling
+        self._pool = WorkerPool(self._worker, size=ceiling, limit=ceiling * 4 + 32)
         self._rows: RowFeed[tuple[Chunk, int, Request]] = RowFeed(low=self._window())
 
     # -- the whole run -------------------------------------------------------------------
@@ -115,9 +119,13 @@ class BatchRun:
                 base_url=base_url,
                 api_key=self.opts.api_key,
                 default_model=self.model,
-                max_concurrent_requests=self.opts.concurrency,
+                max_concurrent_requests=self.limits,
                 max_retries=self.opts.max_retries,
                 retry_delay=self.opts.retry_delay,
+                # No single wait (a huge Retry-After...) outlasts the run's outage budget.
+                max_retry_delay=min(
+                    DEFAULT_MAX_RETRY_DELAY, max(self.opts.retry_delay, self.opts.max_outage)
+                ),
                 timeout=self.opts.timeout,
                 max_rps=self.opts.max_rps,
                 breaker=self.opts.breaker,
@@ -147,6 +155,7 @@ class BatchRun:
                 await self._process()
                 self.summary.requests = client.request_count
                 self.summary.retries = client.retry_count
+                self.summary.concurrency_limit = client.concurrency_limit
         if self.dispatcher.stop_code is None:
             try:
                 await asyncio.to_thread(self._finalize, fingerprint)
@@ -179,7 +188,7 @@ class BatchRun:
 
     def _window(self) -> int:
         """Rows queued for the workers: enough to keep every slot busy, no more."""
-        return self.opts.concurrency * 2 + 16
+        return self.limits.ceiling * 2 + 16
 
     def _setup_columns(self) -> None:
         plan = plan_columns(
@@ -336,6 +345,7 @@ class BatchRun:
             "ok": self.summary.ok,
             "error": self.summary.error,
             "retries": self.client.retry_count,
+            "limit": f"{self.client.concurrency_limit}/{self.limits.ceiling}",
             "breaker": self.client.breaker_state,
         }
 

@@ -37,6 +37,9 @@ class RunSummary:
     sent: int = 0
     retries: int = 0
     requests: int = 0
+    concurrency: str = ""
+    concurrency_ceiling: int = 0
+    concurrency_limit: int = 0
     elapsed_s: float = 0.0
     rows_per_s: float = 0.0
     error_types: dict[str, int] = field(default_factory=dict)
@@ -87,6 +90,11 @@ class RunSummary:
                 f"  {self.requests} requests, {self.retries} retries, "
                 f"{self.rows_per_s} rows/s, {self.elapsed_s:.1f} s"
             )
+            if self.concurrency_limit:
+                out.append(
+                    f"  concurrency limit at the end {self.concurrency_limit} "
+                    f"of {self.concurrency_ceiling} (--concurrency {self.concurrency})"
+                )
         if self.error_types:
             kinds = ", ".join(f"{k} {v}" for k, v in self.error_types.items())
             out.append(f"  error types: {kinds}")

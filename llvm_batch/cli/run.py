@@ -18,7 +18,13 @@ from ..batch.config import (
 )
 from ..batch.sinks import atomic_write_bytes
 from ..errors import InputError
-from ..options import DEFAULT_MAX_RETRIES, DEFAULT_RETRY_DELAY, DEFAULT_TIMEOUT, ENV_DEFAULT_MODEL
+from ..options import (
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_RETRY_DELAY,
+    DEFAULT_TIMEOUT,
+    ENV_DEFAULT_MODEL,
+    Limits,
+)
 from .common import UsageFailure, read_key_file, server_options, setup_logging
 from .jobfile import load_job_file
 
@@ -35,6 +41,18 @@ def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) 
     if not isinstance(parsed, dict):
         raise click.BadParameter("must be a JSON object, e.g. '{\"seed\": 1}'")
     return parsed
+
+
+class ConcurrencyType(click.ParamType):  # type: ignore[type-arg]
+    """A ceiling of at least 1, or ``auto``."""
+
+    name = "N|auto"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return Limits.parse(value).describe()
+        except ValueError:
+            self.fail(f"must be an integer of at least 1, or 'auto'; got {value!r}", param, ctx)
 
 
 @click.command()
@@ -96,10 +114,11 @@ def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option(
     "-c",
     "--concurrency",
-    type=click.IntRange(min=1),
+    type=ConcurrencyType(),
     default=DEFAULT_CONCURRENCY,
     show_default=True,
-    help="Requests in flight at once.",
+    help="Most requests in flight at once: the limit adapts below it to what the server "
+    "holds. 'auto' finds the server's capacity without a number.",
 )
 @click.option(
     "--max-retries",

@@ -1,0 +1,109 @@
+"""One attempt's outcome, judged once, and the next step of a call: pure, no I/O.
+
+:func:`classify` is the one place an outcome is sorted into what it tells the concurrency
+limiter and the circuit breaker; :func:`next_step` is the call's decision after an attempt
+(try again after N seconds, or done with this result), shaped like tenacity's ``iter()``:
+the client's loop does the I/O and asks these two what it means.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from .errors import LLVMError, LLVMTimeoutError, RateLimitError, ServerError
+from .retry import RetryPolicy
+
+#: A Retry-After at least this long is a pause the server asked for, not a "full" signal.
+LONG_RETRY_AFTER_S = 1.0
+
+
+@dataclass
+class Outcome:
+    """How one call ended: its decoded answer or its error, and what it took.
+
+    ``overloaded`` says the last attempt met a server that was full (see :func:`classify`).
+    """
+
+    value: Any = None
+    error: LLVMError | None = None
+    attempts: int = 0
+    retry_wait_s: float = 0.0
+    latency_ms: float = 0.0
+    http_status: int | None = None
+    overloaded: bool = False
+
+    def result(self) -> Any:
+        """The answer, or raise the error."""
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+class Verdict(str, Enum):
+    """What an attempt says about the server."""
+
+    SUCCESS = "success"  # a sound answer
+    OVERLOAD = "overload"  # the server is full: the limiter backs off (the breaker counts it)
+    FAILURE = "failure"  # the server is in trouble: the breaker counts it
+    NEUTRAL = "neutral"  # says nothing about the server's health (4xx, a long-paused 429)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def classify(error: LLVMError | None, *, fast: bool) -> Verdict:
+    """Judge one attempt; ``fast`` when its answer came far quicker than sound answers do.
+
+    A 503 refused at the door (fast) and a 429 without a long Retry-After say "full"; so does
+    a timeout. Any other 5xx, a reset or a broken body is a failure; other 4xx are neutral.
+    """
+    if error is None:
+        return Verdict.SUCCESS
+    if isinstance(error, RateLimitError):
+        long_pause = error.retry_after is not None and error.retry_after >= LONG_RETRY_AFTER_S
+        return Verdict.NEUTRAL if long_pause else Verdict.OVERLOAD
+    if isinstance(error, LLVMTimeoutError) or (
+        isinstance(error, ServerError) and error.status == 503 and fast
+    ):
+        return Verdict.OVERLOAD
+    if isinstance(error, ServerError) or error.retryable:
+        # Every 5xx says the server is in trouble, even those not worth retrying (501).
+        return Verdict.FAILURE
+    return Verdict.NEUTRAL
+
+
+@dataclass(frozen=True)
+class Step:
+    """After an attempt: ``wait`` seconds then attempt again, or (``wait`` None) done."""
+
+    wait: float | None
+    reason: str
+
+    @property
+    def done(self) -> bool:
+        return self.wait is None
+
+
+def next_step(
+    policy: RetryPolicy,
+    attempts: int,
+    error: LLVMError | None,
+    *,
+    retry: bool,
+    random: float,
+) -> Step:
+    """Whether a call whose ``attempts``-th attempt ended in ``error`` goes on, and when.
+
+    ``random`` is a draw in [0, 1) for the jitter. Every wait is bounded by the policy's
+    ``max_delay``, a huge Retry-After included.
+    """
+    if error is None:
+        return Step(None, "ok")
+    if not retry:
+        return Step(None, f"giving up ({error.error_type}): retries off")
+    decision = policy.decide(attempts, error, lambda: random)
+    if not decision.retry:
+        return Step(None, f"giving up ({error.error_type}): {decision.reason}")
+    return Step(min(decision.delay, policy.max_delay), decision.reason)
