@@ -42,28 +42,41 @@ class Outcome:
 
 
 class Verdict(str, Enum):
-    """What an attempt says about the server."""
+    """What an attempt says about the server: to the limiter (full?), to the breaker (down?)."""
 
-    SUCCESS = "success"  # a sound answer
-    OVERLOAD = "overload"  # the server is full: the limiter backs off (the breaker counts it)
-    FAILURE = "failure"  # the server is in trouble: the breaker counts it
+    SUCCESS = "success"  # a sound answer: the limiter may grow, the breaker counts a success
+    OVERLOAD = "overload"  # a 503 at once, a timeout: the limiter backs off, the breaker counts
+    THROTTLED = "throttled"  # a 429: the limiter backs off; alive, so neutral to the breaker
+    FAILURE = "failure"  # a slow 5xx, a reset, a broken body: the breaker counts it
     NEUTRAL = "neutral"  # says nothing about the server's health (4xx, a long-paused 429)
 
     def __str__(self) -> str:
         return self.value
 
+    @property
+    def full(self) -> bool:
+        """The server said it holds no more: the concurrency limit backs off."""
+        return self in (Verdict.OVERLOAD, Verdict.THROTTLED)
+
+    @property
+    def failed(self) -> bool:
+        """The server may be down: the breaker counts it as a failure."""
+        return self in (Verdict.OVERLOAD, Verdict.FAILURE)
+
 
 def classify(error: LLVMError | None, *, fast: bool) -> Verdict:
     """Judge one attempt; ``fast`` when its answer came far quicker than sound answers do.
 
-    A 503 refused at the door (fast) and a 429 without a long Retry-After say "full"; so does
-    a timeout. Any other 5xx, a reset or a broken body is a failure; other 4xx are neutral.
+    A 503 refused at the door (fast) and a timeout say "full" (and count toward "down"); a 429
+    without a long Retry-After says "full" only. Any other 5xx, a reset or a broken body is a
+    failure; other 4xx, and a 429 that names a long pause (the client pauses instead), are
+    neutral.
     """
     if error is None:
         return Verdict.SUCCESS
     if isinstance(error, RateLimitError):
         long_pause = error.retry_after is not None and error.retry_after >= LONG_RETRY_AFTER_S
-        return Verdict.NEUTRAL if long_pause else Verdict.OVERLOAD
+        return Verdict.NEUTRAL if long_pause else Verdict.THROTTLED
     if isinstance(error, LLVMTimeoutError) or (
         isinstance(error, ServerError) and error.status == 503 and fast
     ):
@@ -101,9 +114,8 @@ def next_step(
     """
     if error is None:
         return Step(None, "ok")
-    if not retry:
-        return Step(None, f"giving up ({error.error_type}): retries off")
     decision = policy.decide(attempts, error, lambda: random)
-    if not decision.retry:
-        return Step(None, f"giving up ({error.error_type}): {decision.reason}")
-    return Step(min(decision.delay, policy.max_delay), decision.reason)
+    if not retry or not decision.retry:
+        return Step(None, f"giving up ({error.error_type})")
+    wait = min(decision.delay, policy.max_delay)
+    return Step(wait, f"{decision.reason} in {wait:.2f} s")

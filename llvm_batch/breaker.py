@@ -150,7 +150,7 @@ class CircuitBreaker:
     def _trip(self, *, grow: bool) -> None:
         self.total_trips += 1
         if grow:
-            self._open_for = min(self.config.max_open_seconds, self._open_for * 2)
+            self._open_for = min(self.config.longest_open, self._open_for * 2)
         else:
             self._open_for = self.config.open_seconds
         self._opened_at = self._clock()

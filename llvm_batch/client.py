@@ -317,6 +317,10 @@ class AsyncLLVMClient:
             if isinstance(error, CircuitOpenError):  # refused before it went out
                 outcome.error = error
                 break
+            if isinstance(error, RateLimitError) and error.retry_after:
+                # The server asked the client, not one request, to wait (bounded, like any wait).
+                pause = min(error.retry_after, self._policy.max_delay)
+                self._scheduler.pause_until(self._clock() + pause)
             step = next_step(
                 self._policy, outcome.attempts, error, retry=retry, random=self._random()
             )
@@ -326,8 +330,6 @@ class AsyncLLVMClient:
                 break
             assert error is not None
             outcome.error = error.with_attempts(outcome.attempts, self._wall_clock() + step.wait)
-            if isinstance(error, RateLimitError) and error.retry_after:
-                self._scheduler.pause_until(self._clock() + min(error.retry_after, step.wait))
             await self._sleep(step.wait)
             outcome.retry_wait_s += step.wait
         outcome.latency_ms = (self._clock() - started) * 1000
@@ -369,7 +371,7 @@ class AsyncLLVMClient:
             raise
         elapsed = self._clock() - sent_at
         verdict = classify(error, fast=scheduler.limiter.is_fast(elapsed))
-        outcome.overloaded = verdict is Verdict.OVERLOAD
+        outcome.overloaded = verdict.full or isinstance(error, RateLimitError)
         scheduler.release(verdict, sent_at=sent_at, elapsed=elapsed)
         self._judge(verdict)
         return error, elapsed
@@ -381,7 +383,7 @@ class AsyncLLVMClient:
             return
         if verdict is Verdict.SUCCESS:
             breaker.record_success()
-        elif verdict is Verdict.NEUTRAL:
+        elif not verdict.failed:
             breaker.record_neutral()
         elif breaker.record_failure():
             self._scheduler.limiter.restart()

@@ -129,14 +129,15 @@ class BreakerConfig:
     in milliseconds is not an outage. Open, it fails fast for ``open_seconds``; then it lets
     traffic back in with a ramp (1, 2, 4, ... in flight) and closes after
     ``half_open_successes`` sound answers. A failed probe reopens it for twice as long, up to
-    ``max_open_seconds``; a server that stays healthy for a window brings it back down.
+    ``max_open_seconds`` (None: four times ``open_seconds``); a server that stays healthy
+    for a window brings it back down.
     """
 
     failure_rate: float = 0.5
     min_calls: int = 100
     window_seconds: float = 10.0
     open_seconds: float = 0.5
-    max_open_seconds: float = 2.0
+    max_open_seconds: float | None = None
     half_open_successes: int = 4
 
     def __post_init__(self) -> None:
@@ -148,10 +149,17 @@ class BreakerConfig:
         _require(self.window_seconds > 0, "window_seconds must be positive, e.g. 10.0")
         _require(self.open_seconds > 0, "open_seconds must be positive, e.g. 0.5")
         _require(
-            self.max_open_seconds >= self.open_seconds,
+            self.max_open_seconds is None or self.max_open_seconds >= self.open_seconds,
             "max_open_seconds must be at least open_seconds",
         )
         _require(self.half_open_successes >= 1, "half_open_successes must be at least 1")
+
+    @property
+    def longest_open(self) -> float:
+        """The cap of the open period."""
+        if self.max_open_seconds is None:
+            return self.open_seconds * 4
+        return self.max_open_seconds
 
 
 @dataclass(frozen=True)

@@ -129,7 +129,7 @@ class Scheduler:
         """
         if verdict is Verdict.SUCCESS:
             self.limiter.on_success(self._active - 1, elapsed)
-        elif verdict is Verdict.OVERLOAD:
+        elif verdict is not None and verdict.full:
             self.limiter.on_overload(self._active - 1, sent_at)
         self._release()
 

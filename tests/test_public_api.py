@@ -108,7 +108,9 @@ BASE_AND_POLICY = {
     "errors": set(),
     "retry": {".errors"},
     "breaker": {".options"},
-    "scheduler": {".errors", ".options"},
+    "limiter": {".options"},
+    "attempt": {".errors", ".retry"},
+    "scheduler": {".attempt", ".errors", ".limiter", ".options"},
     "protocol": {".errors"},
 }
 
