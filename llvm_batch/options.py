@@ -262,6 +262,12 @@ def resolve_config(
     elif isinstance(breaker, BreakerConfig):
         breaker_config = breaker
     else:
+        wrong = set(breaker) - set(BreakerConfig.__dataclass_fields__)
+        if wrong:
+            raise TypeError(
+                f"unknown breaker option(s): {', '.join(sorted(wrong))}; "
+                f"known: {', '.join(BreakerConfig.__dataclass_fields__)}"
+            )
         breaker_config = BreakerConfig(**dict(breaker))
     given = {name: value for name, value in settings.items() if value is not None}
     if "max_retry_delay" not in given and given.get("retry_delay", 0) > DEFAULT_MAX_RETRY_DELAY:

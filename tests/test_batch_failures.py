@@ -104,7 +104,7 @@ def test_open_breaker_holds_rows_until_the_server_recovers(tmp_path: Path, make_
             base_url=server.url,
             concurrency=4,
             max_retries=2,
-            breaker={"open_seconds": 0.05, "max_open_seconds": 0.2, "failure_threshold": 3},
+            breaker={"open_seconds": 0.05, "max_open_seconds": 0.2, "min_calls": 3},
             **FAST,
         )
     finally:

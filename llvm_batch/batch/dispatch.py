@@ -109,9 +109,7 @@ class Dispatcher:
             total.latency_ms += outcome.latency_ms
             error = outcome.error
             self._note_failure(error)
-            if error is not None and (
-                outcome.overloaded or isinstance(error, CircuitOpenError) or self._outage(error)
-            ):
+            if error is not None and self._held(error, outcome.overloaded):
                 if not await self._hold(error):
                     return None
                 outcome = await self.client.send(call, priority=self.priority, idempotency_key=key)
@@ -144,9 +142,18 @@ class Dispatcher:
         if error is not None and not isinstance(error, CircuitOpenError):
             self._last_failure = error
 
-    def _outage(self, error: LLVMError) -> bool:
-        """A server-side failure while the breaker is not closed: hold the row, don't fail it."""
-        return error.retryable and self.client.breaker_state not in ("closed", "disabled")
+    def _held(self, error: LLVMError, overloaded: bool) -> bool:
+        """Hold the row rather than fail it: refused by an open breaker, met a server-side
+        failure while the breaker is not closed, or the server was still full at the end.
+
+        Without a breaker nothing tells a full server from a dead one: rows fail as they are.
+        """
+        if isinstance(error, CircuitOpenError):
+            return True
+        state = self.client.breaker_state
+        if state == "disabled":
+            return False
+        return overloaded or (error.retryable and state != "closed")
 
     async def _hold(self, error: LLVMError) -> bool:
         """Wait for the server; False when the outage budget is spent (the run stops)."""
