@@ -20,7 +20,7 @@ from typing import Any
 from . import codec, protocol
 from .attempt import Outcome, Verdict, classify, next_step
 from .breaker import CircuitBreaker
-from .errors import CircuitOpenError, LLVMError, QueueFullError, RateLimitError
+from .errors import CircuitOpenError, LLVMError, QueueFullError, RateLimitError, ServerError
 from .options import (
     DEFAULT_MAX_CONCURRENT_REQUESTS,
     DEFAULT_MAX_RETRIES,
@@ -371,7 +371,10 @@ class AsyncLLVMClient:
             raise
         elapsed = self._clock() - sent_at
         verdict = classify(error, fast=scheduler.limiter.is_fast(elapsed))
-        outcome.overloaded = verdict.full or isinstance(error, RateLimitError)
+        # Refused for lack of room (a quick 503, a 429), not a timeout: the row may be held.
+        outcome.overloaded = isinstance(error, RateLimitError) or (
+            verdict is Verdict.OVERLOAD and isinstance(error, ServerError)
+        )
         scheduler.release(verdict, sent_at=sent_at, elapsed=elapsed)
         self._judge(verdict)
         return error, elapsed
