@@ -106,16 +106,21 @@ def next_step(
     *,
     retry: bool,
     random: float,
+    refused: bool = False,
 ) -> Step:
     """Whether a call whose ``attempts``-th attempt ended in ``error`` goes on, and when.
 
     ``random`` is a draw in [0, 1) for the jitter. Every wait is bounded by the policy's
-    ``max_delay``, a huge Retry-After included.
+    ``max_delay``, a huge Retry-After included. A call ``refused`` at the door by a full server
+    (and not told how long to wait) queues again for a slot at once: the concurrency limit,
+    just cut, is what paces it.
     """
     if error is None:
         return Step(None, "ok")
     decision = policy.decide(attempts, error, lambda: random)
     if not retry or not decision.retry:
         return Step(None, f"giving up ({error.error_type})")
+    if refused and error.retry_after is None:
+        return Step(0.0, f"{decision.reason} when a slot frees (the server was full)")
     wait = min(decision.delay, policy.max_delay)
     return Step(wait, f"{decision.reason} in {wait:.2f} s")

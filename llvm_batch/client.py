@@ -322,7 +322,12 @@ class AsyncLLVMClient:
                 pause = min(error.retry_after, self._policy.max_delay)
                 self._scheduler.pause_until(self._clock() + pause)
             step = next_step(
-                self._policy, outcome.attempts, error, retry=retry, random=self._random()
+                self._policy,
+                outcome.attempts,
+                error,
+                retry=retry,
+                random=self._random(),
+                refused=outcome.overloaded,
             )
             self._log(call, outcome.http_status, elapsed * 1000, step.reason)
             if step.wait is None:
@@ -330,8 +335,9 @@ class AsyncLLVMClient:
                 break
             assert error is not None
             outcome.error = error.with_attempts(outcome.attempts, self._wall_clock() + step.wait)
-            await self._sleep(step.wait)
-            outcome.retry_wait_s += step.wait
+            if step.wait:
+                await self._sleep(step.wait)
+                outcome.retry_wait_s += step.wait
         outcome.latency_ms = (self._clock() - started) * 1000
         return outcome
 

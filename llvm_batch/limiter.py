@@ -46,8 +46,9 @@ class ConcurrencyLimiter:
         return self._limit
 
     def is_fast(self, elapsed: float) -> bool:
-        """True when an answer took far less than sound answers do (or none was seen yet)."""
-        return self.latency == 0.0 or elapsed < self.latency * FAST_SHARE
+        """True when an answer took far less than sound answers do (False before any was seen:
+        nothing to compare with)."""
+        return elapsed < self.latency * FAST_SHARE
 
     def on_success(self, in_flight: int, elapsed: float) -> None:
         """A sound answer after ``elapsed`` seconds, with ``in_flight`` others still out."""

@@ -69,7 +69,7 @@ class Limits:
     adaptive: bool = True
     initial: int | None = None
     min_limit: int = 1
-    backoff: float = 0.9
+    backoff: float = 0.95
     increase: float = 0.5
 
     def __post_init__(self) -> None:
