@@ -327,7 +327,8 @@ class AsyncLLVMClient:
                 error,
                 retry=retry,
                 random=self._random(),
-                refused=outcome.overloaded,
+                # A 503 at once, not a 429: the limit paces concurrency, not a request rate.
+                refused=outcome.overloaded and not isinstance(error, RateLimitError),
             )
             self._log(call, outcome.http_status, elapsed * 1000, step.reason)
             if step.wait is None:
