@@ -233,13 +233,13 @@ def overload(rows: int) -> None:
 
 def outage() -> None:
     results = scenario(
-        "every answer 503 for 4 s, 2 s into the run (20 ms)",
+        "every answer 503 for 4 s, 3 s into the run (20 ms)",
         ["--latency", "0.02"],
         rows=6000,
         contenders=[("bare", "bare loop -c 32", 32), ("run", "llvm-batch run -c 32", 32)],
         attempts=4,
         delay=1.0,
-        outage=(2.0, 4.0),
+        outage=(3.0, 4.0),
     )
     ours = results[1]
     after = ours.done_after_back_s or 0.0

@@ -17,7 +17,7 @@
         20% random 503 (5 ms, 3,000 rows, -c 32, 6 attempts): time <= 1.25x the bare loop's
         with no more failed rows; then the same plus resets, broken JSON and 429s (figures).
     python benchmarks/resilience.py outage
-        every answer 503 for 4 s, 2 s into a 6,000-row run (20 ms, -c 32): 0 failed rows,
+        every answer 503 for 4 s, 3 s into a 6,000-row run (20 ms, -c 32): 0 failed rows,
         done <= 3 s after the server is back.
     python benchmarks/resilience.py all
         flaky, overload and outage in one run.
