@@ -14,7 +14,7 @@ from typing import Any
 
 DEFAULT_BASE_URL = "http://localhost:8000"
 DEFAULT_MAX_CONCURRENT_REQUESTS = 10
-#: ``--concurrency auto``: the ceiling, and the limit it starts from before it adapts.
+#: ``--concurrency auto``: the ceiling; and the limit an adaptive one starts from.
 AUTO = "auto"
 DEFAULT_AUTO_CEILING = 256
 DEFAULT_AUTO_INITIAL = 8
@@ -58,8 +58,8 @@ class Priority(IntEnum):
 class Limits:
     """How many requests may be in flight: a ceiling, and whether the limit adapts below it.
 
-    Adaptive (the default), the limit starts at ``initial`` (the ceiling when the user named
-    one) and follows the server: cut by ``backoff`` when the server says it is full (a 503 or
+    Adaptive (the default), the limit starts at ``initial`` (default: 8, or the ceiling if
+    lower) and doubles per round trip up to the ceiling, then follows the server: cut by ``backoff`` when the server says it is full (a 503 or
     429 answered at once, a timeout), grown by ``increase / limit`` per sound answer, never
     above ``ceiling`` nor below ``min_limit``. ``Limits.parse("auto")`` picks the ceiling and
     lets the limit find the server's capacity from a small start.
@@ -90,8 +90,12 @@ class Limits:
 
     @property
     def start(self) -> int:
-        """The limit before any answer came back."""
-        return self.ceiling if self.initial is None else self.initial
+        """The limit before any answer came back: adaptive, it slow-starts from a few (the
+        first round of answers also tells what a sound answer takes, so that a refusal at the
+        door can be told from a failure)."""
+        if self.initial is not None:
+            return self.initial
+        return min(self.ceiling, DEFAULT_AUTO_INITIAL) if self.adaptive else self.ceiling
 
     @classmethod
     def parse(cls, value: Limits | int | str | None) -> Limits:

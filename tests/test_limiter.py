@@ -88,7 +88,7 @@ def test_auto_finds_the_capacity_without_being_told() -> None:
 def test_a_burst_of_refusals_brings_the_limit_down_at_once_in_one_cut() -> None:
     """64 in flight, the server holds 16: 48 quick 503s take the limit to ~16, not to 1."""
     clock = Clock()
-    limiter = ConcurrencyLimiter(Limits(ceiling=64), clock)
+    limiter = ConcurrencyLimiter(Limits(ceiling=64, initial=64), clock)
     sent_at = clock.now
     clock.now = 0.001
     for still_out in range(63, 15, -1):  # the 48 refusals come back one after another
@@ -133,7 +133,7 @@ def test_the_limit_never_drops_below_the_floor() -> None:
 
 def test_after_an_outage_the_limit_ramps_back_in_slow_start() -> None:
     clock = Clock()
-    limiter = ConcurrencyLimiter(Limits(ceiling=32), clock)
+    limiter = ConcurrencyLimiter(Limits(ceiling=32, initial=32), clock)
     limiter.restart()
     assert limiter.slots == 1
     rounds = 0
@@ -153,7 +153,7 @@ def test_a_fixed_limit_does_not_move() -> None:
 
 @pytest.mark.parametrize(
     ("value", "ceiling", "start"),
-    [(7, 7, 7), ("12", 12, 12), ("auto", DEFAULT_AUTO_CEILING, 8), (" AUTO ", 256, 8)],
+    [(7, 7, 7), ("12", 12, 8), ("auto", DEFAULT_AUTO_CEILING, 8), (" AUTO ", 256, 8)],
 )
 def test_limits_parse_a_number_or_auto(value, ceiling, start) -> None:
     limits = Limits.parse(value)
