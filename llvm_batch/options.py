@@ -140,7 +140,7 @@ class BreakerConfig:
     failure_rate: float = 0.5
     min_calls: int = 100
     window_seconds: float = 10.0
-    open_seconds: float = 0.5
+    open_seconds: float = 0.25
     max_open_seconds: float | None = None
     half_open_successes: int = 4
 
