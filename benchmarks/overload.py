@@ -93,9 +93,7 @@ async def _bare(url: str, prompts: list[str], concurrency: int, attempts: int, d
 
 
 def _post_faults(url: str, faults: dict[str, Any]) -> None:
-    req = urllib.request.Request(
-        f"{url}/_faults", data=json.dumps(faults).encode(), method="POST"
-    )
+    req = urllib.request.Request(f"{url}/_faults", data=json.dumps(faults).encode(), method="POST")
     urllib.request.urlopen(req, timeout=10).close()
 
 
@@ -130,8 +128,11 @@ def scenario(
     outage: tuple[float, float] | None = None,
 ) -> list[Figures]:
     """Run each contender (``bare`` or ``run``, label, concurrency) against a fresh server."""
-    print(f"\n{name}: server {' '.join(serve_args)}; {rows} rows, {attempts} attempts, "
-          f"retry delay {delay:g} s", flush=True)
+    print(
+        f"\n{name}: server {' '.join(serve_args)}; {rows} rows, {attempts} attempts, "
+        f"retry delay {delay:g} s",
+        flush=True,
+    )
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "in.parquet")
@@ -195,8 +196,20 @@ def flaky() -> None:
     )
     scenario(
         "20% 503 + 2% resets + 2% broken JSON + 0.5% 429 (2 ms)",
-        ["--error-rate", "0.2", "--reset-rate", "0.02", "--bad-json-rate", "0.02",
-         "--rate-limit-rate", "0.005", "--retry-after", "0", "--latency", "0.002"],
+        [
+            "--error-rate",
+            "0.2",
+            "--reset-rate",
+            "0.02",
+            "--bad-json-rate",
+            "0.02",
+            "--rate-limit-rate",
+            "0.005",
+            "--retry-after",
+            "0",
+            "--latency",
+            "0.002",
+        ],
         rows=1000,
         contenders=[("bare", "bare loop -c 32", 32), ("run", "llvm-batch run -c 32", 32)],
         attempts=4,

@@ -1,9 +1,10 @@
 """llvm-batch: run large tables of prompts through LLVM inference servers, reliably and fast."""
 
 from . import accessor as _accessor  # noqa: F401  (registers df.llvm and series.llvm)
+from .attempt import Outcome
 from .batch import RunSummary, arun_batch, run_batch
 from .breaker import BreakerState, CircuitBreaker
-from .client import AsyncLLVMClient, ClientStats, Outcome
+from .client import AsyncLLVMClient, ClientStats
 from .errors import (
     AuthenticationError,
     BadRequestError,
@@ -21,7 +22,7 @@ from .errors import (
     ResumeMismatchError,
     ServerError,
 )
-from .options import BreakerConfig, ClientConfig, Priority
+from .options import BreakerConfig, ClientConfig, Limits, Priority
 from .retry import RetryPolicy
 from .sync import LLVMClient, run_sync
 
@@ -44,6 +45,7 @@ __all__ = [
     "LLVMConnectionError",
     "LLVMError",
     "LLVMTimeoutError",
+    "Limits",
     "ModelNotFoundError",
     "Outcome",
     "Priority",

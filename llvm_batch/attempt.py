@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from .errors import LLVMError, LLVMTimeoutError, RateLimitError, ServerError
+from .errors import CircuitOpenError, LLVMError, LLVMTimeoutError, RateLimitError, ServerError
 from .retry import RetryPolicy
 
 #: A Retry-After at least this long is a pause the server asked for, not a "full" signal.
@@ -87,6 +87,13 @@ def classify(error: LLVMError | None, *, fast: bool) -> Verdict:
     return Verdict.NEUTRAL
 
 
+def refused_for_room(error: LLVMError | None, verdict: Verdict) -> bool:
+    """Refused for lack of room (a 503 at once, a 429), not a timeout: a row may be held."""
+    return isinstance(error, RateLimitError) or (
+        verdict is Verdict.OVERLOAD and isinstance(error, ServerError)
+    )
+
+
 @dataclass(frozen=True)
 class Step:
     """After an attempt: ``wait`` seconds then attempt again, or (``wait`` None) done."""
@@ -103,7 +110,6 @@ def next_step(
     policy: RetryPolicy,
     attempts: int,
     error: LLVMError | None,
-    *,
     retry: bool,
     random: float,
     refused: bool = False,
@@ -120,7 +126,27 @@ def next_step(
     decision = policy.decide(attempts, error, lambda: random)
     if not retry or not decision.retry:
         return Step(None, f"giving up ({error.error_type})")
-    if refused and error.retry_after is None:
+    if refused and isinstance(error, ServerError) and error.retry_after is None:
+        # A 503 at once, not a 429: the limit paces concurrency, not a request rate.
         return Step(0.0, f"{decision.reason} when a slot frees (the server was full)")
     wait = min(decision.delay, policy.max_delay)
     return Step(wait, f"{decision.reason} in {wait:.2f} s")
+
+
+def circuit_open(
+    operation: str, model: str | None, outcome: Outcome, retry_in: float, now: float
+) -> CircuitOpenError:
+    """The error of a call the breaker refused; ``now`` is the wall-clock time."""
+    error = CircuitOpenError(
+        "the circuit breaker is open: the server failed most requests of late; failing fast",
+        operation=operation,
+        model=model,
+        attempts=outcome.attempts,
+        next_retry_at=now + retry_in,
+        retry_after=retry_in,
+    )
+    # A retry refused by the breaker keeps what its last attempt met, to say why; that retry
+    # will not come, so the kept error names none.
+    last = outcome.error
+    error.__cause__ = last and last.with_attempts(outcome.attempts)
+    return error

@@ -18,9 +18,9 @@ from types import TracebackType
 from typing import Any
 
 from . import codec, protocol
-from .attempt import Outcome, Verdict, classify, next_step
+from .attempt import Outcome, Verdict, circuit_open, classify, next_step, refused_for_room
 from .breaker import CircuitBreaker
-from .errors import CircuitOpenError, LLVMError, QueueFullError, RateLimitError, ServerError
+from .errors import CircuitOpenError, LLVMError, QueueFullError, RateLimitError
 from .options import (
     DEFAULT_MAX_CONCURRENT_REQUESTS,
     DEFAULT_MAX_RETRIES,
@@ -36,8 +36,6 @@ from .options import (
 from .retry import RetryPolicy
 from .scheduler import Scheduler
 from .transport import Transport
-
-__all__ = ["AsyncLLVMClient", "ClientStats", "Outcome"]
 
 logger = logging.getLogger("llvm_batch")
 
@@ -322,13 +320,7 @@ class AsyncLLVMClient:
                 pause = min(error.retry_after, self._policy.max_delay)
                 self._scheduler.pause_until(self._clock() + pause)
             step = next_step(
-                self._policy,
-                outcome.attempts,
-                error,
-                retry=retry,
-                random=self._random(),
-                # A 503 at once, not a 429: the limit paces concurrency, not a request rate.
-                refused=outcome.overloaded and not isinstance(error, RateLimitError),
+                self._policy, outcome.attempts, error, retry, self._random(), outcome.overloaded
             )
             self._log(call, outcome.http_status, elapsed * 1000, step.reason)
             if step.wait is None:
@@ -359,7 +351,8 @@ class AsyncLLVMClient:
                 raise exc.replace(operation=call.operation, model=call.model) from None
         if self._breaker is not None and not self._breaker.allow():
             scheduler.release()
-            return self._circuit_open(call, outcome), 0.0
+            retry_in, now = self._breaker.retry_in(), self._wall_clock()
+            return circuit_open(call.operation, call.model, outcome, retry_in, now), 0.0
         self.retry_count += outcome.attempts > 0  # counted once it really goes out
         outcome.attempts += 1
         sent_at = self._clock()
@@ -378,10 +371,7 @@ class AsyncLLVMClient:
             raise
         elapsed = self._clock() - sent_at
         verdict = classify(error, fast=scheduler.limiter.is_fast(elapsed))
-        # Refused for lack of room (a quick 503, a 429), not a timeout: the row may be held.
-        outcome.overloaded = isinstance(error, RateLimitError) or (
-            verdict is Verdict.OVERLOAD and isinstance(error, ServerError)
-        )
+        outcome.overloaded = refused_for_room(error, verdict)
         scheduler.release(verdict, sent_at=sent_at, elapsed=elapsed)
         self._judge(verdict)
         return error, elapsed
@@ -397,22 +387,6 @@ class AsyncLLVMClient:
             breaker.record_neutral()
         elif breaker.record_failure():
             self._scheduler.limiter.restart()
-
-    def _circuit_open(self, call: protocol.Call, outcome: Outcome) -> CircuitOpenError:
-        retry_in = self.breaker_retry_in()
-        error = CircuitOpenError(
-            "the circuit breaker is open: the server failed most requests of late; failing fast",
-            operation=call.operation,
-            model=call.model,
-            attempts=outcome.attempts,
-            next_retry_at=self._wall_clock() + retry_in,
-            retry_after=retry_in,
-        )
-        # A retry refused by the breaker keeps what its last attempt met, to say why; that
-        # retry will not come, so the kept error names none.
-        last = outcome.error
-        error.__cause__ = last and last.with_attempts(outcome.attempts)
-        return error
 
     def _log(self, call: protocol.Call, status: int | None, duration_ms: float, what: str) -> None:
         if self._debug:

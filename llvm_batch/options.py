@@ -59,10 +59,10 @@ class Limits:
     """How many requests may be in flight: a ceiling, and whether the limit adapts below it.
 
     Adaptive (the default), the limit starts at ``initial`` (default: 8, or the ceiling if
-    lower) and doubles per round trip up to the ceiling, then follows the server: cut by ``backoff`` when the server says it is full (a 503 or
-    429 answered at once, a timeout), grown by ``increase / limit`` per sound answer, never
-    above ``ceiling`` nor below ``min_limit``. ``Limits.parse("auto")`` picks the ceiling and
-    lets the limit find the server's capacity from a small start.
+    lower), doubles per round trip up to the ceiling, then follows the server: cut by
+    ``backoff`` when the server says it is full (a 503 at once, a 429, a timeout), grown by
+    ``increase / limit`` per sound answer, never above ``ceiling`` nor below ``min_limit``.
+    ``Limits.parse("auto")`` picks the ceiling and lets the limit find the server's capacity.
     """
 
     ceiling: int = DEFAULT_MAX_CONCURRENT_REQUESTS

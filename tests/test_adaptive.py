@@ -34,9 +34,7 @@ def test_the_client_limit_comes_down_to_what_a_full_server_holds(make_server) ->
             return answers, client.stats()
 
     answers, stats = asyncio.run(main())
-    assert [a["outputs"] for a in answers] == [
-        reference_output(MODEL, f"p{i}") for i in range(300)
-    ]
+    assert [a["outputs"] for a in answers] == [reference_output(MODEL, f"p{i}") for i in range(300)]
     assert stats.concurrency_ceiling == 32
     assert 1 <= stats.concurrency_limit <= 5
     refused = server.stats.statuses[503]

@@ -7,7 +7,14 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from ..errors import InputError
-from ..options import DEFAULT_MAX_RETRIES, DEFAULT_RETRY_DELAY, DEFAULT_TIMEOUT, Limits, Priority
+from ..options import (
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_MAX_RETRY_DELAY,
+    DEFAULT_RETRY_DELAY,
+    DEFAULT_TIMEOUT,
+    Limits,
+    Priority,
+)
 from .columns import DEFAULT_PREFIX
 from .prompts import OPTION_NAMES, PromptSpec
 
@@ -117,6 +124,10 @@ class BatchOptions:
         if unknown:
             raise TypeError(f"unknown run_batch option(s): {', '.join(unknown)}")
         return cls(**kwargs)
+
+    def longest_wait(self) -> float:
+        """No single wait (a huge Retry-After...) outlasts the run's outage budget."""
+        return min(DEFAULT_MAX_RETRY_DELAY, max(self.retry_delay, self.max_outage))
 
     def limits(self) -> Limits:
         """The concurrency: a ceiling the limit adapts under, or ``auto``."""

@@ -15,7 +15,8 @@ import time
 from collections.abc import Callable
 
 from .. import protocol
-from ..client import AsyncLLVMClient, Outcome
+from ..attempt import Outcome
+from ..client import AsyncLLVMClient
 from ..errors import (
     AuthenticationError,
     CircuitOpenError,

@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from ..client import AsyncLLVMClient
 from ..errors import InputError
-from ..options import DEFAULT_MAX_RETRY_DELAY, ENV_DEFAULT_MODEL, Priority
+from ..options import ENV_DEFAULT_MODEL, Priority
 from . import columns as cols
 from .checkpoint import Checkpoint
 from .chunk import Chunk
@@ -122,10 +122,7 @@ class BatchRun:
                 max_concurrent_requests=self.limits,
                 max_retries=self.opts.max_retries,
                 retry_delay=self.opts.retry_delay,
-                # No single wait (a huge Retry-After...) outlasts the run's outage budget.
-                max_retry_delay=min(
-                    DEFAULT_MAX_RETRY_DELAY, max(self.opts.retry_delay, self.opts.max_outage)
-                ),
+                max_retry_delay=self.opts.longest_wait(),
                 timeout=self.opts.timeout,
                 max_rps=self.opts.max_rps,
                 breaker=self.opts.breaker,
