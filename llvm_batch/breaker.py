@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from enum import Enum
 
+from .attempt import Verdict
 from .options import BreakerConfig
 
 #: The window is kept as this many buckets of calls and failures (resilience4j-style).
@@ -48,6 +49,7 @@ class CircuitBreaker:
         self._bucket_s = self.config.window_seconds / BUCKETS
         # [bucket number, calls, failures], oldest first.
         self._buckets: list[list[int]] = []
+        self._bucket_end = float("-inf")  # clock time the newest bucket ends
         self._calls = 0
         self._failures = 0
         self._opened_at = 0.0
@@ -94,6 +96,17 @@ class CircuitBreaker:
         self._probes_out += 1
         return True
 
+    def record(self, verdict: Verdict) -> bool:
+        """Told how an attempt went (see :func:`~llvm_batch.attempt.classify`); True if it
+        tripped."""
+        if verdict is Verdict.SUCCESS:
+            self.record_success()
+        elif verdict.failed:
+            return self.record_failure()
+        else:
+            self.record_neutral()
+        return False
+
     def record_success(self) -> None:
         """A request got a sound answer."""
         if self._state is BreakerState.HALF_OPEN:
@@ -127,9 +140,10 @@ class CircuitBreaker:
 
     def _count(self, *, failed: bool) -> None:
         now = self._clock()
-        number = math.floor(now / self._bucket_s)
         buckets = self._buckets
-        if not buckets or buckets[-1][0] != number:
+        if now >= self._bucket_end or not buckets:
+            number = math.floor(now / self._bucket_s)
+            self._bucket_end = (number + 1) * self._bucket_s
             self._expire(now)
             buckets.append([number, 0, 0])
         bucket = buckets[-1]

@@ -312,6 +312,10 @@ class AsyncLLVMClient:
         started = self._clock()
         while True:
             error, elapsed = await self._attempt(call, data, headers, level, outcome)
+            if error is None:  # the usual case, kept short
+                outcome.error = None
+                self._log(call, outcome.http_status, elapsed * 1000, "ok")
+                break
             if isinstance(error, CircuitOpenError):  # refused before it went out
                 outcome.error = error
                 break
@@ -324,9 +328,8 @@ class AsyncLLVMClient:
             )
             self._log(call, outcome.http_status, elapsed * 1000, step.reason)
             if step.wait is None:
-                outcome.error = error and error.with_attempts(outcome.attempts)
+                outcome.error = error.with_attempts(outcome.attempts)
                 break
-            assert error is not None
             outcome.error = error.with_attempts(outcome.attempts, self._wall_clock() + step.wait)
             if step.wait:
                 await self._sleep(step.wait)
@@ -370,23 +373,15 @@ class AsyncLLVMClient:
                 self._breaker.record_neutral()
             raise
         elapsed = self._clock() - sent_at
-        verdict = classify(error, fast=scheduler.limiter.is_fast(elapsed))
-        outcome.overloaded = refused_for_room(error, verdict)
+        if error is None:
+            verdict = Verdict.SUCCESS
+        else:
+            verdict = classify(error, fast=scheduler.limiter.is_fast(elapsed))
+            outcome.overloaded = refused_for_room(error, verdict)
         scheduler.release(verdict, sent_at=sent_at, elapsed=elapsed)
-        self._judge(verdict)
+        if self._breaker is not None and self._breaker.record(verdict):
+            scheduler.limiter.restart()  # the server was down: the limit starts from the bottom
         return error, elapsed
-
-    def _judge(self, verdict: Verdict) -> None:
-        """Tell the breaker; a breaker that trips restarts the limit from the bottom."""
-        breaker = self._breaker
-        if breaker is None:
-            return
-        if verdict is Verdict.SUCCESS:
-            breaker.record_success()
-        elif not verdict.failed:
-            breaker.record_neutral()
-        elif breaker.record_failure():
-            self._scheduler.limiter.restart()
 
     def _log(self, call: protocol.Call, status: int | None, duration_ms: float, what: str) -> None:
         if self._debug:

@@ -31,6 +31,8 @@ class ConcurrencyLimiter:
     def __init__(self, limits: Limits | None = None, clock: Callable[[], float] = time.monotonic):
         self.limits = limits or Limits()
         self._clock = clock
+        # A fixed limit is one that sits at its ceiling for good.
+        self._ceiling = self.limits.ceiling if self.limits.adaptive else 0
         self._limit = float(self.limits.start)
         self._ssthresh = float(self.limits.ceiling)
         self._last_cut = float("-inf")
@@ -54,8 +56,8 @@ class ConcurrencyLimiter:
         """A sound answer after ``elapsed`` seconds, with ``in_flight`` others still out."""
         average = self.latency
         self.latency = elapsed if average == 0.0 else average + (elapsed - average) * LATENCY_WEIGHT
-        if not self.limits.adaptive or (in_flight + 1) * 2 < self._limit:
-            return  # the limit is not what holds us back: no evidence that more would do
+        if self.slots >= self._ceiling or (in_flight + 1) * 2 < self._limit:
+            return  # at the top, or the limit is not what holds us back
         if self._limit < self._ssthresh:
             self._set(self._limit + 1.0)
         else:

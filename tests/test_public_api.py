@@ -107,7 +107,7 @@ BASE_AND_POLICY = {
     "options": set(),
     "errors": set(),
     "retry": {".errors"},
-    "breaker": {".options"},
+    "breaker": {".attempt", ".options"},
     "limiter": {".options"},
     "attempt": {".errors", ".retry"},
     "scheduler": {".attempt", ".errors", ".limiter", ".options"},
