@@ -139,7 +139,7 @@ class BreakerConfig:
 
     failure_rate: float = 0.5
     min_calls: int = 100
-    window_seconds: float = 10.0
+    window_seconds: float = 2.0
     open_seconds: float = 0.25
     max_open_seconds: float | None = None
     half_open_successes: int = 4
@@ -150,7 +150,7 @@ class BreakerConfig:
             isinstance(self.min_calls, int) and self.min_calls >= 1,
             "min_calls must be an integer of at least 1, e.g. 100",
         )
-        _require(self.window_seconds > 0, "window_seconds must be positive, e.g. 10.0")
+        _require(self.window_seconds > 0, "window_seconds must be positive, e.g. 2.0")
         _require(self.open_seconds > 0, "open_seconds must be positive, e.g. 0.5")
         _require(
             self.max_open_seconds is None or self.max_open_seconds >= self.open_seconds,
