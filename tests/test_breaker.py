@@ -298,7 +298,7 @@ def test_breaker_opening_mid_retries_stops_the_request(scripted, reply, fake_tim
             async with AsyncLLVMClient(
                 app.url,
                 max_retries=5,
-                breaker={"min_calls": 3, "open_seconds": 10.0},
+                breaker={"min_calls": 3, "open_seconds": 10.0, "window_seconds": 60.0},
                 **fake_time.client_kwargs(),
             ) as client:
                 return app, await infer(client)
