@@ -9,6 +9,19 @@
         for --minutes, checking after each that every row is present exactly once and that
         every ok row holds the right answer; target: zero lost, duplicated or wrong rows.
 
+    python benchmarks/resilience.py overload [--rows 8000]
+        a server that holds 16 requests (20 ms each, 800 rows/s) and answers 503 at once beyond:
+        bare loops at -c 64 and -c 16, llvm-batch at -c 64 and -c auto; targets >= 80% of the
+        capacity, <= 2% of requests answered 503 after the first 5 s, 0 failed rows.
+    python benchmarks/resilience.py flaky
+        20% random 503 (5 ms, 3,000 rows, -c 32, 6 attempts): time <= 1.25x the bare loop's
+        with no more failed rows; then the same plus resets, broken JSON and 429s (figures).
+    python benchmarks/resilience.py outage
+        every answer 503 for 4 s, 3 s into a 6,000-row run (20 ms, -c 32): 0 failed rows,
+        done <= 3 s after the server is back.
+    python benchmarks/resilience.py all
+        flaky, overload and outage in one run.
+
 Only 127.0.0.1 is used. It is a benchmark: it prints figures and PASS/FAIL and exits 0
 unless something crashed.
 """
@@ -25,6 +38,7 @@ from collections import Counter
 import pyarrow.parquet as pq
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import overload as scenarios  # noqa: E402
 from support import MODEL, ServerProcess, write_prompts  # noqa: E402
 
 from llvm_batch.batch import run_batch  # noqa: E402
@@ -153,8 +167,23 @@ def main() -> int:
     soak_args = sub.add_parser("soak")
     soak_args.add_argument("--minutes", type=float, default=10.0)
     soak_args.add_argument("--rows", type=int, default=20000)
+    over = sub.add_parser("overload")
+    over.add_argument("--rows", type=int, default=8000)
+    sub.add_parser("flaky")
+    sub.add_parser("outage")
+    every = sub.add_parser("all")
+    every.add_argument("--rows", type=int, default=8000)
     args = parser.parse_args()
-    latency(args) if args.what == "latency" else soak(args)
+    if args.what == "latency":
+        latency(args)
+    elif args.what == "soak":
+        soak(args)
+    if args.what in ("flaky", "all"):
+        scenarios.flaky()
+    if args.what in ("overload", "all"):
+        scenarios.overload(args.rows)
+    if args.what in ("outage", "all"):
+        scenarios.outage()
     return 0
 
 

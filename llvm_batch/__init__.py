@@ -16,9 +16,10 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .attempt import Outcome
     from .batch import RunSummary, arun_batch, run_batch
     from .breaker import BreakerState, CircuitBreaker
-    from .client import AsyncLLVMClient, ClientStats, Outcome
+    from .client import AsyncLLVMClient, ClientStats
     from .errors import (
         AuthenticationError,
         BadRequestError,
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
         ResumeMismatchError,
         ServerError,
     )
-    from .options import BreakerConfig, ClientConfig, Priority
+    from .options import BreakerConfig, ClientConfig, Limits, Priority
     from .retry import RetryPolicy
     from .sync import LLVMClient, run_sync
 
@@ -54,8 +55,9 @@ _HOMES: dict[str, str] = {
     **{name: ".errors" for name in _ERRORS},
     **dict.fromkeys(("RunSummary", "arun_batch", "run_batch"), ".batch"),
     **dict.fromkeys(("BreakerState", "CircuitBreaker"), ".breaker"),
-    **dict.fromkeys(("AsyncLLVMClient", "ClientStats", "Outcome"), ".client"),
-    **dict.fromkeys(("BreakerConfig", "ClientConfig", "Priority"), ".options"),
+    **dict.fromkeys(("AsyncLLVMClient", "ClientStats"), ".client"),
+    "Outcome": ".attempt",
+    **dict.fromkeys(("BreakerConfig", "ClientConfig", "Limits", "Priority"), ".options"),
     "RetryPolicy": ".retry",
     **dict.fromkeys(("LLVMClient", "run_sync"), ".sync"),
 }
@@ -77,6 +79,7 @@ __all__ = [
     "LLVMConnectionError",
     "LLVMError",
     "LLVMTimeoutError",
+    "Limits",
     "ModelNotFoundError",
     "Outcome",
     "Priority",

@@ -1,8 +1,9 @@
 """AsyncLLVMClient: the one engine that talks to an inference server (LLVM or OpenAI protocol).
 
-Each call goes: scheduler slot (priority, concurrency, pacing) -> breaker check -> one HTTP
-attempt (:class:`~llvm_batch.transport.Transport`, the aiohttp side) -> outcome to the
-breaker -> retry decision -> backoff sleep without a slot.
+Each call goes: scheduler slot (priority, adaptive concurrency, pacing) -> breaker check ->
+one HTTP attempt (:class:`~llvm_batch.transport.Transport`, the aiohttp side) -> the outcome,
+judged once (:func:`~llvm_batch.attempt.classify`), to the limiter and the breaker -> the next
+step (:func:`~llvm_batch.attempt.next_step`) -> backoff sleep without a slot.
 """
 
 from __future__ import annotations
@@ -16,9 +17,16 @@ from types import TracebackType
 from typing import Any
 
 from . import codec, protocol
+from .attempt import Outcome, Verdict, circuit_open, classify, next_step, refused_for_room
 from .breaker import CircuitBreaker
 from .debuglog import debug_log
-from .errors import CircuitOpenError, LLVMError, RateLimitError, ServerError, safe_url
+from .errors import (
+    CircuitOpenError,
+    LLVMError,
+    QueueFullError,
+    RateLimitError,
+    safe_url,
+)
 from .options import (
     DEFAULT_MAX_CONCURRENT_REQUESTS,
     DEFAULT_MAX_RETRIES,
@@ -27,6 +35,7 @@ from .options import (
     DEFAULT_TIMEOUT,
     BreakerConfig,
     ClientConfig,
+    Limits,
     Priority,
     resolve_config,
 )
@@ -38,27 +47,12 @@ from .transport import Transport
 Sleep = Callable[[float], Awaitable[None]]
 
 
-@dataclass
-class Outcome:
-    """How one call ended: its decoded answer or its error, and what it took."""
-
-    value: Any = None
-    error: LLVMError | None = None
-    attempts: int = 0
-    retry_wait_s: float = 0.0
-    latency_ms: float = 0.0
-    http_status: int | None = None
-
-    def result(self) -> Any:
-        """The answer, or raise the error."""
-        if self.error is not None:
-            raise self.error
-        return self.value
-
-
 @dataclass(frozen=True)
 class ClientStats:
-    """A snapshot of the client's queue, in-flight requests and breaker."""
+    """A snapshot of the client's queue, in-flight requests, concurrency limit and breaker.
+
+    ``concurrency_limit`` is the adaptive limit now, at most ``concurrency_ceiling``.
+    """
 
     queue_depth: int
     active_requests: int
@@ -66,6 +60,8 @@ class ClientStats:
     request_count: int
     retries: int
     max_active_seen: int
+    concurrency_limit: int = 0
+    concurrency_ceiling: int = 0
 
 
 class AsyncLLVMClient:
@@ -84,7 +80,7 @@ class AsyncLLVMClient:
         default_model: str | None = None,
         *,
         metadata: Mapping[str, Any] | None = None,
-        max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS,
+        max_concurrent_requests: Limits | int | str = DEFAULT_MAX_CONCURRENT_REQUESTS,
         max_retries: int = DEFAULT_MAX_RETRIES,
         retry_delay: float = DEFAULT_RETRY_DELAY,
         max_retry_delay: float | None = None,
@@ -133,7 +129,7 @@ class AsyncLLVMClient:
             jitter=self.config.retry_jitter,
         )
         self._scheduler = Scheduler(
-            self.config.max_concurrent_requests,
+            self.config.limits,
             self.config.queue_size,
             max_rps=self.config.max_rps,
             clock=clock,
@@ -193,6 +189,11 @@ class AsyncLLVMClient:
         return self._scheduler.active
 
     @property
+    def concurrency_limit(self) -> int:
+        """Requests allowed in flight right now (adapts between 1 and the ceiling)."""
+        return self._scheduler.limit
+
+    @property
     def breaker_state(self) -> str:
         """``closed``, ``open`` or ``half_open`` (``disabled`` without a breaker)."""
         return str(self._breaker.state) if self._breaker else "disabled"
@@ -202,7 +203,7 @@ class AsyncLLVMClient:
         return self._breaker.retry_in() if self._breaker else 0.0
 
     def stats(self) -> ClientStats:
-        """A snapshot of queue depth, active requests, breaker state and counters."""
+        """A snapshot of queue depth, active requests, the concurrency limit, breaker, counters."""
         return ClientStats(
             queue_depth=self.queue_depth,
             active_requests=self.active_requests,
@@ -210,6 +211,8 @@ class AsyncLLVMClient:
             request_count=self.request_count,
             retries=self.retry_count,
             max_active_seen=self._scheduler.max_active_seen,
+            concurrency_limit=self._scheduler.limit,
+            concurrency_ceiling=self._scheduler.max_concurrent,
         )
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -354,90 +357,81 @@ class AsyncLLVMClient:
         """
         level = Priority.parse(priority)
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
-        # Encoded once, for every attempt.
-        data = None if call.body is None else codec.dumps(call.body)
+        data = None if call.body is None else codec.dumps(call.body)  # once, for every attempt
         outcome = Outcome()
         started = self._clock()
-        scheduler = self._scheduler
         while True:
-            if not scheduler.try_acquire(level):
-                await scheduler.acquire(level, admitted=outcome.attempts > 0)
-            try:
-                if self._breaker is not None and not self._breaker.allow():
-                    outcome.error = self._circuit_open(call, outcome.attempts, outcome.error)
-                    break
-                outcome.attempts += 1
-                attempt_start = self._clock()
-                try:
-                    outcome.value, outcome.http_status = await self._transport.exchange(
-                        call, data, headers
-                    )
-                except LLVMError as exc:
-                    # Drop the attempt's frames: their locals hold raw answers, which may echo
-                    # the API key into any traceback printed with locals.
-                    outcome.error = exc.with_traceback(None)
-                    outcome.http_status = exc.status
-                except BaseException:
-                    if self._breaker is not None:
-                        self._breaker.record_neutral()
-                    raise
-                else:
-                    outcome.error = None
-            finally:
-                scheduler.release()
-            self._record(outcome.error)
-            duration_ms = (self._clock() - attempt_start) * 1000
-            if outcome.error is None:
-                self._log(call, outcome.http_status, duration_ms, "ok")
+            error, elapsed = await self._attempt(call, data, headers, level, outcome)
+            if error is None:  # the usual case, kept short
+                outcome.error = None
+                self._log(call, outcome.http_status, elapsed * 1000, "ok")
                 break
-            error = outcome.error
+            if isinstance(error, CircuitOpenError):  # refused before it went out
+                outcome.error = error
+                break
             if isinstance(error, RateLimitError) and error.retry_after:
-                self._scheduler.pause_until(self._clock() + error.retry_after)
-            decision = self._policy.decide(outcome.attempts, error, self._random)
-            if not retry or not decision.retry:
-                self._log(call, error.status, duration_ms, f"giving up ({error.error_type})")
-                error.with_attempts(outcome.attempts)
-                break
-            self.retry_count += 1
-            self._log(
-                call, error.status, duration_ms, f"{decision.reason} in {decision.delay:.2f} s"
+                # The server asked the client, not one request, to wait (bounded, like any wait).
+                pause = min(error.retry_after, self._policy.max_delay)
+                self._scheduler.pause_until(self._clock() + pause)
+            step = next_step(
+                self._policy, outcome.attempts, error, retry, self._random(), outcome.overloaded
             )
-            error.with_attempts(outcome.attempts, self._wall_clock() + decision.delay)
-            await self._sleep(decision.delay)
-            outcome.retry_wait_s += decision.delay
+            self._log(call, outcome.http_status, elapsed * 1000, step.reason)
+            if step.wait is None:
+                outcome.error = error.with_attempts(outcome.attempts)
+                break
+            outcome.error = error.with_attempts(outcome.attempts, self._wall_clock() + step.wait)
+            if step.wait:
+                await self._sleep(step.wait)
+                outcome.retry_wait_s += step.wait
         outcome.latency_ms = (self._clock() - started) * 1000
         return outcome
 
-    def _record(self, error: LLVMError | None) -> None:
-        if self._breaker is None:
-            return
+    async def _attempt(
+        self,
+        call: protocol.Call,
+        data: bytes | None,
+        headers: dict[str, str] | None,
+        level: Priority,
+        outcome: Outcome,
+    ) -> tuple[LLVMError | None, float]:
+        """One attempt in a slot: its error (None when sound) and how long it took."""
+        scheduler = self._scheduler
+        if not scheduler.try_acquire(level):
+            try:
+                await scheduler.acquire(level, admitted=outcome.attempts > 0)
+            except QueueFullError as exc:
+                raise exc.replace(operation=call.operation, model=call.model) from None
+        if self._breaker is not None and not self._breaker.allow():
+            scheduler.release()
+            retry_in, now = self._breaker.retry_in(), self._wall_clock()
+            return circuit_open(call.operation, call.model, outcome, retry_in, now), 0.0
+        self.retry_count += outcome.attempts > 0  # counted once it really goes out
+        outcome.attempts += 1
+        sent_at = self._clock()
+        try:
+            outcome.value, outcome.http_status = await self._transport.exchange(call, data, headers)
+            error = None
+        except LLVMError as exc:
+            # Drop the attempt's frames: their locals hold raw answers, which may echo the API
+            # key into any traceback printed with locals.
+            error = exc.with_traceback(None)
+            outcome.http_status = exc.status
+        except BaseException:
+            scheduler.release()
+            if self._breaker is not None:
+                self._breaker.record_neutral()
+            raise
+        elapsed = self._clock() - sent_at
         if error is None:
-            self._breaker.record_success()
-        elif isinstance(error, CircuitOpenError):
-            pass
-        elif isinstance(error, ServerError) or (
-            error.retryable and not isinstance(error, RateLimitError)
-        ):
-            # Every 5xx says the server is in trouble, even those not worth retrying (501).
-            self._breaker.record_failure()
+            verdict = Verdict.SUCCESS
         else:
-            self._breaker.record_neutral()
-
-    def _circuit_open(
-        self, call: protocol.Call, attempts: int, last: LLVMError | None
-    ) -> CircuitOpenError:
-        retry_in = self.breaker_retry_in()
-        error = CircuitOpenError(
-            "the circuit breaker is open after repeated server failures; failing fast",
-            operation=call.operation,
-            model=call.model,
-            attempts=attempts,
-            next_retry_at=self._wall_clock() + retry_in,
-            retry_after=retry_in,
-        )
-        # A retry refused by the breaker keeps what its last attempt met, to say why.
-        error.__cause__ = last
-        return error
+            verdict = classify(error, fast=scheduler.limiter.is_fast(elapsed))
+            outcome.overloaded = refused_for_room(error, verdict)
+        scheduler.release(verdict, sent_at=sent_at, elapsed=elapsed)
+        if self._breaker is not None and self._breaker.record(verdict):
+            scheduler.limiter.restart()  # the server was down: the limit starts from the bottom
+        return error, elapsed
 
     def _log(self, call: protocol.Call, status: int | None, duration_ms: float, what: str) -> None:
         if self._debug:

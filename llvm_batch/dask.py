@@ -137,10 +137,11 @@ class LLVMDaskAccessor:
     ``distributed`` client is active as the graph is built, each worker process gets
     ``max(1, total // worker processes)`` (so with more processes than the total, each still
     gets 1); without one (the threaded scheduler), the single process gets the total. With
-    the multiprocessing scheduler the limit applies per process. The API key comes from
-    ``api_key=`` or ``LLVM_API_KEY`` in the workers' environment. For ``chat``, give the
-    messages column as JSON text: Dask turns object columns of lists into Python reprs
-    unless ``dataframe.convert-string`` is off.
+    the multiprocessing scheduler the limit applies per process. Below its share, each
+    worker's limit adapts to the server on its own; ``"auto"`` lets each find its share.
+    The API key comes from ``api_key=`` or ``LLVM_API_KEY`` in the workers' environment.
+    For ``chat``, give the messages column as JSON text: Dask turns object columns of lists
+    into Python reprs unless ``dataframe.convert-string`` is off.
     """
 
     def __init__(self, obj: dd.DataFrame) -> None:
@@ -168,7 +169,7 @@ class LLVMDaskAccessor:
         client_options = dict(kwargs)
         total = client_options.get("max_concurrent_requests")
         processes = _worker_processes()
-        if total is not None and processes is not None:
+        if isinstance(total, int) and processes is not None:  # "auto": each adapts its own
             client_options["max_concurrent_requests"] = max(1, int(total) // processes)
         # Fail here rather than on every worker.
         inspect.signature(AsyncLLVMClient).bind(**client_options)

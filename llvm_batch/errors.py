@@ -18,23 +18,30 @@
         └── ResumeMismatchError                 a checkpoint exists for other input or options
 
 Every error carries ``operation``, ``model``, ``status``, ``body`` (a bounded, redacted excerpt
-of the server's answer), ``attempts``, ``next_retry_at`` (``time.time()`` seconds, or None),
-``retryable`` and a stable ``error_type`` string (the ``llvm_error_type`` result column).
+of the server's answer), ``attempts``, ``next_retry_at``, ``retryable`` and a stable
+``error_type`` string (the ``llvm_error_type`` result column). ``next_retry_at`` is the
+``time.time()`` at which the client will try again: set on an error met on the way (a retry
+is coming) and on :class:`CircuitOpenError` (when the breaker lets requests through again);
+None on a final error, since no retry of that call will ever come. Errors are not changed
+once raised: :meth:`LLVMError.replace` makes a copy.
 """
 
 from __future__ import annotations
 
 import base64
+import copy
 import functools
 import json
 import re
 import time
 from collections.abc import Iterable
+from typing import Any, TypeVar
 from urllib.parse import quote, quote_plus
 
 BODY_EXCERPT_CHARS = 300
 REDACTED = "***"
 
+_CONTEXT = ("operation", "model", "status", "body", "attempts", "next_retry_at", "retry_after")
 # A credential in an Authorization header, as echoed back: Bearer, Basic, Token, ...
 _AUTH_SCHEME = re.compile(r"(?i)\b(bearer|basic|token|digest)(\s+|%20|\+)[^\s\"',;}\\&]+")
 # The userinfo (user:password@) and the query (?token=...) of any URL in a text.
@@ -155,11 +162,23 @@ class LLVMError(Exception):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self)!r})"
 
-    def with_attempts(self, attempts: int, next_retry_at: float | None = None) -> LLVMError:
-        """Record how many attempts were made (and when the next one would be); returns self."""
-        self.attempts = attempts
-        self.next_retry_at = next_retry_at
-        return self
+    def replace(self: _E, **changes: Any) -> _E:
+        """A copy with some context attributes changed; the error itself is left as it was."""
+        unknown = set(changes) - set(_CONTEXT)
+        if unknown:
+            raise TypeError(f"not error context: {', '.join(sorted(unknown))}")
+        clone = copy.copy(self)
+        clone.__dict__.update(changes)
+        clone.__cause__ = self.__cause__
+        clone.__suppress_context__ = self.__suppress_context__
+        return clone
+
+    def with_attempts(self: _E, attempts: int, next_retry_at: float | None = None) -> _E:
+        """A copy saying how many attempts were made and when the next comes (None: never)."""
+        return self.replace(attempts=attempts, next_retry_at=next_retry_at)
+
+
+_E = TypeVar("_E", bound=LLVMError)
 
 
 class LLVMConnectionError(LLVMError, ConnectionError):

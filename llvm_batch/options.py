@@ -16,6 +16,10 @@ DEFAULT_BASE_URL = "http://localhost:8000"
 #: The largest answer read; a bigger one fails its request (ResponseTooLargeError), unread.
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_CONCURRENT_REQUESTS = 10
+#: ``--concurrency auto``: the ceiling; and the limit an adaptive one starts from.
+AUTO = "auto"
+DEFAULT_AUTO_CEILING = 256
+DEFAULT_AUTO_INITIAL = 8
 DEFAULT_MAX_RETRIES = 3
 DEFAULT_RETRY_DELAY = 1.0
 DEFAULT_MAX_RETRY_DELAY = 60.0
@@ -62,34 +66,115 @@ class Priority(IntEnum):
 
 
 @dataclass(frozen=True)
-class BreakerConfig:
-    """When the circuit breaker opens, how long it stays open and how it probes.
+class Limits:
+    """How many requests may be in flight: a ceiling, and whether the limit adapts below it.
 
-    It opens after ``failure_threshold`` consecutive failures, or when at least
-    ``failure_rate`` of the last ``window`` outcomes failed (once ``min_calls`` were seen).
-    Open periods start at ``open_seconds`` and double on each trip without a recovery,
-    up to ``max_open_seconds``; ``half_open_probes`` successful probes close it again.
+    Adaptive (the default), the limit starts at ``initial`` (default: 8, or the ceiling if
+    lower), doubles per round trip up to the ceiling, then follows the server: cut by
+    ``backoff`` when the server says it is full (a 503 at once, a 429, a timeout), grown by
+    ``increase / limit`` per sound answer, never above ``ceiling`` nor below ``min_limit``.
+    ``Limits.parse("auto")`` picks the ceiling and lets the limit find the server's capacity.
     """
 
-    failure_threshold: int = 5
-    failure_rate: float = 0.5
-    window: int = 20
-    min_calls: int = 10
-    open_seconds: float = 5.0
-    max_open_seconds: float = 60.0
-    half_open_probes: int = 2
+    ceiling: int = DEFAULT_MAX_CONCURRENT_REQUESTS
+    adaptive: bool = True
+    initial: int | None = None
+    min_limit: int = 1
+    backoff: float = 0.95
+    increase: float = 0.5
 
     def __post_init__(self) -> None:
-        _require(self.failure_threshold >= 1, "failure_threshold must be at least 1")
-        _require(0.0 < self.failure_rate <= 1.0, "failure_rate must be in (0, 1], e.g. 0.5")
-        _require(self.window >= 1, "window must be at least 1 outcome")
-        _require(1 <= self.min_calls <= self.window, "min_calls must be between 1 and window")
-        _require(self.open_seconds > 0, "open_seconds must be positive, e.g. 5.0")
         _require(
-            self.max_open_seconds >= self.open_seconds,
+            isinstance(self.ceiling, int) and self.ceiling >= 1,
+            "max_concurrent_requests must be an integer of at least 1, e.g. 10, or 'auto'",
+        )
+        _require(
+            isinstance(self.min_limit, int) and 1 <= self.min_limit <= self.ceiling,
+            "min_limit must be an integer between 1 and the ceiling",
+        )
+        _require(
+            self.initial is None or self.min_limit <= self.initial <= self.ceiling,
+            "initial must lie between min_limit and the ceiling",
+        )
+        _require(0.0 < self.backoff < 1.0, "backoff must be in (0, 1), e.g. 0.9")
+        _require(self.increase > 0, "increase must be positive, e.g. 0.5")
+
+    @property
+    def start(self) -> int:
+        """The limit before any answer came back: adaptive, it slow-starts from a few (the
+        first round of answers also tells what a sound answer takes, so that a refusal at the
+        door can be told from a failure)."""
+        if self.initial is not None:
+            return self.initial
+        return min(self.ceiling, DEFAULT_AUTO_INITIAL) if self.adaptive else self.ceiling
+
+    @classmethod
+    def parse(cls, value: Limits | int | str | None) -> Limits:
+        """A Limits from itself, a ceiling (int or digits) or ``"auto"``; None is the default."""
+        if value is None:
+            return cls()
+        if isinstance(value, Limits):
+            return value
+        if isinstance(value, str):
+            text = value.strip().lower()
+            if text == AUTO:
+                return cls(ceiling=DEFAULT_AUTO_CEILING, initial=DEFAULT_AUTO_INITIAL)
+            if text.isdigit():
+                return cls(ceiling=int(text))
+        elif isinstance(value, int) and not isinstance(value, bool):
+            return cls(ceiling=value)
+        raise ValueError(
+            "max_concurrent_requests must be an integer of at least 1, e.g. 10, or 'auto'; "
+            f"got {value!r}"
+        )
+
+    def describe(self) -> str:
+        """``auto`` or the ceiling, as a user would write it."""
+        if self == Limits.parse(AUTO):
+            return AUTO
+        return str(self.ceiling)
+
+
+@dataclass(frozen=True)
+class BreakerConfig:
+    """When the circuit breaker opens, how long it stays open and how traffic comes back.
+
+    It opens when at least ``failure_rate`` of the calls of the last ``window_seconds``
+    failed, once that window holds ``min_calls`` calls: a burst that high concurrency makes
+    in milliseconds is not an outage. Open, it fails fast for ``open_seconds``; then it lets
+    traffic back in with a ramp (1, 2, 4, ... in flight) and closes after
+    ``half_open_successes`` sound answers. A failed probe reopens it for twice as long, up to
+    ``max_open_seconds`` (None: four times ``open_seconds``); a server that stays healthy
+    for a window brings it back down.
+    """
+
+    failure_rate: float = 0.5
+    min_calls: int = 100
+    window_seconds: float = 2.0
+    open_seconds: float = 0.25
+    max_open_seconds: float | None = None
+    half_open_successes: int = 4
+
+    def __post_init__(self) -> None:
+        _require(0.0 < self.failure_rate <= 1.0, "failure_rate must be in (0, 1], e.g. 0.5")
+        _require(
+            isinstance(self.min_calls, int) and self.min_calls >= 1,
+            "min_calls must be an integer of at least 1, e.g. 100",
+        )
+        _require(self.window_seconds > 0, "window_seconds must be positive, e.g. 2.0")
+        _require(self.open_seconds > 0, "open_seconds must be positive, e.g. 0.5")
+        _require(
+            self.max_open_seconds is None or self.max_open_seconds >= self.open_seconds,
             "max_open_seconds must be at least open_seconds",
         )
-        _require(self.half_open_probes >= 1, "half_open_probes must be at least 1")
+        _require(self.half_open_successes >= 1, "half_open_successes must be at least 1")
+
+    @property
+    def longest_open(self) -> float:
+        """The cap of the open period."""
+        if self.max_open_seconds is None:
+            return self.open_seconds * 4
+        return self.max_open_seconds
 
 
 @dataclass(frozen=True)
@@ -99,7 +184,7 @@ class ClientConfig:
     base_url: str = DEFAULT_BASE_URL
     api_key: str | None = field(default=None, repr=False)
     default_model: str | None = None
-    max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS
+    limits: Limits = field(default_factory=Limits)
     max_retries: int = DEFAULT_MAX_RETRIES
     retry_delay: float = DEFAULT_RETRY_DELAY
     max_retry_delay: float = DEFAULT_MAX_RETRY_DELAY
@@ -125,10 +210,6 @@ class ClientConfig:
             "max_response_bytes must be a positive integer, e.g. 67108864 (64 MiB)",
         )
         _require(
-            isinstance(self.max_concurrent_requests, int) and self.max_concurrent_requests >= 1,
-            "max_concurrent_requests must be an integer of at least 1, e.g. 10",
-        )
-        _require(
             isinstance(self.max_retries, int) and self.max_retries >= 0,
             "max_retries must be an integer of 0 or more (3 means up to 4 attempts)",
         )
@@ -149,6 +230,11 @@ class ClientConfig:
             self.max_rps is None or self.max_rps > 0,
             "max_rps must be a positive number of requests per second, or None",
         )
+
+    @property
+    def max_concurrent_requests(self) -> int:
+        """The most requests ever in flight at once (the limiter's ceiling)."""
+        return self.limits.ceiling
 
     @property
     def api_root(self) -> str:
@@ -204,17 +290,19 @@ def resolve_config(
     environ: Mapping[str, str] | None = None,
     breaker: BreakerConfig | Mapping[str, Any] | bool | None = True,
     protocol: str | None = None,
+    max_concurrent_requests: Limits | int | str | None = None,
     **settings: Any,
 ) -> ClientConfig:
     """Build a :class:`ClientConfig` from arguments, ``metadata``, the environment and defaults.
 
     ``breaker`` takes a :class:`BreakerConfig`, a mapping of its fields, True for the defaults
-    or False/None to disable the breaker. Other keywords are ClientConfig fields; a None value
+    or False/None to disable the breaker. ``max_concurrent_requests`` takes a ceiling, ``"auto"``
+    or a :class:`Limits`. Other keywords are ClientConfig fields; a None value
     means "use the default".
     """
     meta = metadata or {}
     env = os.environ if environ is None else environ
-    unknown = set(settings) - set(ClientConfig.__dataclass_fields__)
+    unknown = set(settings) - (set(ClientConfig.__dataclass_fields__) - {"limits"})
     if unknown:
         raise TypeError(f"unknown client option(s): {', '.join(sorted(unknown))}")
     if breaker is True:
@@ -224,6 +312,12 @@ def resolve_config(
     elif isinstance(breaker, BreakerConfig):
         breaker_config = breaker
     else:
+        wrong = set(breaker) - set(BreakerConfig.__dataclass_fields__)
+        if wrong:
+            raise TypeError(
+                f"unknown breaker option(s): {', '.join(sorted(wrong))}; "
+                f"known: {', '.join(BreakerConfig.__dataclass_fields__)}"
+            )
         breaker_config = BreakerConfig(**dict(breaker))
     given = {name: value for name, value in settings.items() if value is not None}
     if "timeout" in settings and settings["timeout"] is None:
@@ -238,5 +332,6 @@ def resolve_config(
         breaker=breaker_config,
         protocol=_first(protocol, meta.get("llvm_protocol"), env.get(ENV_PROTOCOL))
         or DEFAULT_PROTOCOL,
+        limits=Limits.parse(max_concurrent_requests),
         **given,
     )

@@ -1,8 +1,9 @@
-"""Admission to the server: priority order, bounded queue, bounded concurrency, rate and pauses.
+"""Admission to the server: priority order, bounded queue, adaptive concurrency, rate, pauses.
 
-A request takes a slot with :meth:`Scheduler.slot` for one attempt and gives it back after;
-backoff sleeps happen outside the slot. Waiters are served HIGH before NORMAL before LOW,
-first come first served within a level.
+A request takes a slot with :meth:`Scheduler.slot` for one attempt and gives it back after,
+telling the :class:`~llvm_batch.limiter.ConcurrencyLimiter` how the attempt went; backoff
+sleeps happen outside the slot. At most ``limiter.slots`` slots are out at once. Waiters are
+served HIGH before NORMAL before LOW, first come first served within a level.
 """
 
 from __future__ import annotations
@@ -14,25 +15,36 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
+from .attempt import Verdict
 from .errors import QueueFullError
-from .options import Priority
+from .limiter import ConcurrencyLimiter
+from .options import Limits, Priority
 
 Sleep = Callable[[float], Awaitable[None]]
 
 
 class Scheduler:
-    """Grants at most ``max_concurrent`` slots at once, with at most ``queue_size`` waiting."""
+    """Grants at most ``limiter.slots`` slots at once, with at most ``queue_size`` waiting.
+
+    ``max_concurrent`` is a :class:`~llvm_batch.options.Limits` (or a bare number: a fixed
+    limit).
+    """
 
     def __init__(
         self,
-        max_concurrent: int,
+        max_concurrent: Limits | int,
         queue_size: int,
         *,
         max_rps: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
-        self.max_concurrent = max_concurrent
+        limits = (
+            max_concurrent
+            if isinstance(max_concurrent, Limits)
+            else Limits(ceiling=max_concurrent, adaptive=False)
+        )
+        self.limiter = ConcurrencyLimiter(limits, clock)
         self.queue_size = queue_size
         self.max_rps = max_rps
         self._clock = clock
@@ -44,6 +56,16 @@ class Scheduler:
         self._paused_until = 0.0
         self._next_send_at = 0.0
         self.max_active_seen = 0
+
+    @property
+    def max_concurrent(self) -> int:
+        """The ceiling of the limit."""
+        return self.limiter.limits.ceiling
+
+    @property
+    def limit(self) -> int:
+        """Slots granted at most right now (the adaptive limit)."""
+        return self.limiter.slots
 
     @property
     def active(self) -> int:
@@ -79,7 +101,7 @@ class Scheduler:
     def try_acquire(self, priority: Priority) -> bool:
         """Take a slot at once if one is free, nobody waits and no pacing applies."""
         if (
-            self._active < self.max_concurrent
+            self._active < self.limiter.slots
             and not self._waiters
             and not self.max_rps
             and self._paused_until <= self._clock()
@@ -98,12 +120,21 @@ class Scheduler:
                 self._release()
                 raise
 
-    def release(self) -> None:
-        """Give back a slot taken with :meth:`acquire`."""
+    def release(
+        self, verdict: Verdict | None = None, *, sent_at: float = 0.0, elapsed: float = 0.0
+    ) -> None:
+        """Give back a slot taken with :meth:`acquire`, with how its attempt went (if it did).
+
+        ``sent_at`` is when the attempt went out, ``elapsed`` how long it took (clock seconds).
+        """
+        if verdict is Verdict.SUCCESS:
+            self.limiter.on_success(self._active - 1, elapsed)
+        elif verdict is not None and verdict.full:
+            self.limiter.on_overload(self._active - 1, sent_at)
         self._release()
 
     async def _acquire(self, priority: Priority, admitted: bool) -> None:
-        if self._active < self.max_concurrent and not self._waiters:
+        if self._active < self.limiter.slots and not self._waiters:
             self._grant()
             return
         if not admitted and self._waiting >= self.queue_size:
@@ -130,7 +161,7 @@ class Scheduler:
 
     def _release(self) -> None:
         self._active -= 1
-        while self._waiters and self._active < self.max_concurrent:
+        while self._waiters and self._active < self.limiter.slots:
             *_, fut = heapq.heappop(self._waiters)
             if fut.done():
                 continue

@@ -4,7 +4,11 @@ Tests, demos, notebooks and benchmarks run it on loopback. Answers depend only o
 and the input (:func:`reference_output`); faults (503, 429 + Retry-After, connection resets,
 malformed JSON) hit inference requests only, decided by a seeded hash of the request and the
 number of times the same request was seen, so a run is reproducible whatever the ordering.
-``GET /_stats`` reports what the server saw; ``POST /_faults`` changes the faults live.
+Two faults reproduce real servers under load and down: ``capacity`` (more inferences in
+flight than that are answered 503 at once, as vLLM, TGI or Ollama shed load) and an outage
+window (``outage_at`` seconds after the faults were set, every inference is answered 503 at
+once for ``outage_s`` seconds). ``GET /_stats`` reports what the server saw; ``POST /_faults``
+changes the faults live.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import hashlib
 import json
 import random
 import threading
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, NamedTuple
@@ -37,6 +42,9 @@ class Faults:
     bad_json_rate: float = 0.0
     fail_first: int = 0
     seed: int = 0
+    capacity: int = 0
+    outage_at: float | None = None
+    outage_s: float = 0.0
 
     def __post_init__(self) -> None:
         rates = (self.error_rate, self.rate_limit_rate, self.reset_rate, self.bad_json_rate)
@@ -44,6 +52,15 @@ class Faults:
             raise ValueError("fault rates must each be in [0, 1] and add up to at most 1")
         if self.latency < 0 or self.retry_after < 0 or self.fail_first < 0:
             raise ValueError("latency, retry_after and fail_first must not be negative")
+        if not isinstance(self.capacity, int) or self.capacity < 0:
+            raise ValueError("capacity must be a whole number of requests (0: unlimited)")
+        if (self.outage_at is not None and self.outage_at < 0) or self.outage_s < 0:
+            raise ValueError("outage_at and outage_s must not be negative")
+
+    def in_outage(self, since_set: float) -> bool:
+        """True ``since_set`` seconds after these faults were set, if that is in the outage."""
+        start = self.outage_at
+        return start is not None and start <= since_set < start + self.outage_s
 
     def pick(self, key: str, seen: int) -> str | None:
         """The fault for the ``seen``-th sighting of request ``key``, or None."""
@@ -164,6 +181,8 @@ class ReferenceServer(AppServer):
         self.models = list(models)
         self.api_key = api_key
         self.faults = faults or Faults()
+        self.faults_set_at = time.monotonic()
+        self.inference_in_flight = 0  # kept apart from the stats, which a test may reset
         self.stats = ServerStats(record_inputs=record_inputs)
         super().__init__(self._make_app(), host, port)
 
@@ -180,6 +199,11 @@ class ReferenceServer(AppServer):
 
     def reset_stats(self) -> None:
         self.stats = ServerStats(record_inputs=self.stats.record_inputs)
+
+    def set_faults(self, **changes: Any) -> None:
+        """Change the faults; an outage window counts from now."""
+        self.faults = replace(self.faults, **changes)
+        self.faults_set_at = time.monotonic()
 
     # -- middleware ----------------------------------------------------------------------
 
@@ -258,6 +282,29 @@ class ReferenceServer(AppServer):
         if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 0):
             return error_response(request, 422, "max_tokens must be a non-negative integer")
         self.stats.inference_requests += 1
+        refused = self._refuse(request)
+        if refused is not None:
+            return refused
+        self.inference_in_flight += 1
+        try:
+            return await self._answer(request, model_id, raw, inputs, max_tokens)
+        finally:
+            self.inference_in_flight -= 1
+
+    def _refuse(self, request: web.Request) -> web.Response | None:
+        """A 503 at once, without work: the server is down, or holds all it can."""
+        faults = self.faults
+        if faults.in_outage(time.monotonic() - self.faults_set_at):
+            self.stats.faults["outage"] += 1
+            return error_response(request, 503, "the server is unavailable")
+        if faults.capacity and self.inference_in_flight >= faults.capacity:
+            self.stats.faults["capacity"] += 1
+            return error_response(request, 503, "the server is at capacity, try again later")
+        return None
+
+    async def _answer(
+        self, request: web.Request, model_id: str, raw: bytes, inputs: Any, max_tokens: Any
+    ) -> Generated | web.StreamResponse:
         key = request.headers.get("Idempotency-Key") or hashlib.sha1(raw).hexdigest()
         seen = self.stats.keys[key]
         self.stats.keys[key] += 1
@@ -300,7 +347,7 @@ class ReferenceServer(AppServer):
     async def _set_faults(self, request: web.Request) -> web.Response:
         try:
             changes = await request.json()
-            self.faults = replace(self.faults, **changes)
+            self.set_faults(**changes)
         except (ValueError, TypeError) as exc:
             return _error(400, f"bad faults: {exc}")
         return web.json_response(asdict(self.faults))
@@ -354,7 +401,7 @@ class ServerThread:
 
     def set_faults(self, **changes: Any) -> None:
         """Change the faults (takes effect for the next request)."""
-        self.server.faults = replace(self.server.faults, **changes)
+        self.server.set_faults(**changes)
 
     def start(self) -> ServerThread:
         self._thread.start()

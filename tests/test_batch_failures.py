@@ -58,7 +58,9 @@ def test_faulty_server_every_row_exactly_once_with_attempts(tmp_path: Path, make
             )
     retried = [r for r in rows if r["llvm_attempts"] > 1]
     assert len(retried) > 40
-    assert all(r["llvm_retry_wait_s"] > 0 for r in retried)
+    # Most waited out a backoff; a 503 much quicker than sound answers reads as "full" and
+    # queues again for a slot at once instead (the limit paces it).
+    assert sum(r["llvm_retry_wait_s"] > 0 for r in retried) > len(retried) / 2
     # every attempt the rows recorded is one the server saw
     assert sum(r["llvm_attempts"] for r in rows) == server.stats.inference_requests
     assert summary.ok == len(ok) and summary.retries > 40
@@ -110,7 +112,7 @@ def test_open_breaker_holds_rows_until_the_server_recovers(tmp_path: Path, make_
             base_url=server.url,
             concurrency=4,
             max_retries=2,
-            breaker={"open_seconds": 0.05, "max_open_seconds": 0.2, "failure_threshold": 3},
+            breaker={"open_seconds": 0.05, "max_open_seconds": 0.2, "min_calls": 3},
             **FAST,
         )
     finally:

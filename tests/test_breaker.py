@@ -32,7 +32,7 @@ class Clock:
 
 def breaker(**config) -> tuple[CircuitBreaker, Clock]:
     clock = Clock()
-    defaults = {"failure_threshold": 3, "open_seconds": 10.0, "max_open_seconds": 35.0}
+    defaults = {"min_calls": 20, "open_seconds": 10.0, "max_open_seconds": 35.0}
     return CircuitBreaker(BreakerConfig(**{**defaults, **config}), clock=clock), clock
 
 
@@ -42,12 +42,35 @@ def fail(b: CircuitBreaker, times: int) -> None:
         b.record_failure()
 
 
+def succeed(b: CircuitBreaker, times: int) -> None:
+    for _ in range(times):
+        assert b.allow()
+        b.record_success()
+
+
+def trip(b: CircuitBreaker) -> None:
+    fail(b, b.config.min_calls)
+    assert b.state is OPEN
+
+
 # -- the state machine ---------------------------------------------------------------------
 
 
-def test_opens_after_a_run_of_consecutive_failures() -> None:
-    b, _ = breaker()
-    fail(b, 2)
+def test_a_burst_of_failures_at_high_concurrency_does_not_open_it() -> None:
+    """64 requests in flight failing within a millisecond are one burst, not an outage."""
+    b, clock = breaker(min_calls=100)
+    fail(b, 64)
+    assert b.state is CLOSED
+    assert b.window() == (64, 64)
+    succeed(b, 200)  # the server answers again: the burst is diluted
+    fail(b, 64)
+    assert b.state is CLOSED
+    assert b.total_trips == 0
+
+
+def test_a_dead_server_opens_it_once_enough_calls_failed() -> None:
+    b, _ = breaker(min_calls=100)
+    fail(b, 99)
     assert b.state is CLOSED
     fail(b, 1)
     assert b.state is OPEN
@@ -55,42 +78,42 @@ def test_opens_after_a_run_of_consecutive_failures() -> None:
     assert b.total_trips == 1
 
 
-def test_a_success_breaks_the_run() -> None:
-    b, _ = breaker()
-    fail(b, 2)
-    b.record_success()
-    fail(b, 2)
+def test_a_server_that_answers_most_requests_keeps_it_closed() -> None:
+    """20% failures (a flaky or a full server) is the limiter's business, not the breaker's."""
+    b, _ = breaker(min_calls=20, failure_rate=0.5)
+    for _ in range(200):
+        succeed(b, 4)
+        fail(b, 1)
     assert b.state is CLOSED
 
 
-def test_opens_on_a_high_failure_rate_over_the_window() -> None:
-    b, _ = breaker(failure_threshold=100, failure_rate=0.5, window=10, min_calls=10)
+def test_opens_on_the_failure_rate_not_a_run() -> None:
+    b, _ = breaker(min_calls=10, failure_rate=0.5)
     for _ in range(4):
-        b.record_failure()
-        b.record_success()
-    b.record_failure()
-    assert b.state is CLOSED  # 5 failures of 9: too few outcomes to judge
-    b.record_success()
-    b.record_failure()
-    assert b.state is OPEN  # the last 10 hold 5 failures: rate 0.5, never 2 in a row
+        fail(b, 1)
+        succeed(b, 1)
+    fail(b, 1)
+    assert b.state is CLOSED  # 5 failures of 9: too few calls to judge
+    succeed(b, 1)
+    fail(b, 1)
+    assert b.state is OPEN  # 6 of 11, never 2 in a row
 
 
-def test_failure_rate_counts_only_the_recent_window() -> None:
-    b, _ = breaker(failure_threshold=100, failure_rate=0.5, window=4, min_calls=4)
-    b.record_failure()
-    b.record_success()
-    b.record_success()
-    b.record_success()
-    assert b.state is CLOSED  # 1 of 4
-    b.record_failure()
-    assert b.state is CLOSED  # window now S S S F: 1 of 4 (the first failure fell out)
-    b.record_failure()
-    assert b.state is OPEN  # S S F F: 2 of 4 = 0.5
+def test_the_rate_counts_only_the_recent_time_window() -> None:
+    b, clock = breaker(min_calls=10, failure_rate=0.5, window_seconds=10.0)
+    fail(b, 9)
+    clock.now += 10.0  # those fell out of the window
+    assert b.window() == (0, 0)
+    succeed(b, 5)
+    fail(b, 4)
+    assert b.state is CLOSED  # 4 of 9 now
+    fail(b, 1)
+    assert b.state is OPEN  # 5 of 10
 
 
 def test_open_fails_fast_until_the_period_is_over_then_half_opens() -> None:
     b, clock = breaker()
-    fail(b, 3)
+    trip(b)
     assert b.retry_in() == 10.0
     clock.now += 9.5
     assert b.state is OPEN
@@ -101,22 +124,26 @@ def test_open_fails_fast_until_the_period_is_over_then_half_opens() -> None:
     assert b.retry_in() == 0.0
 
 
-def test_half_open_lets_a_few_probes_through_and_closes_on_their_success() -> None:
-    b, clock = breaker(half_open_probes=2)
-    fail(b, 3)
+def test_half_open_ramps_traffic_back_in_and_closes() -> None:
+    """1 request, then 2, then 4 in flight: a ramp, not two probes for the whole run."""
+    b, clock = breaker(half_open_successes=4)
+    trip(b)
     clock.now += 10
-    assert [b.allow(), b.allow(), b.allow()] == [True, True, False]
+    assert [b.allow(), b.allow()] == [True, False]  # one probe first
+    b.record_success()
+    assert [b.allow(), b.allow(), b.allow()] == [True, True, False]  # then two
+    b.record_success()
     b.record_success()
     assert b.state is HALF_OPEN
-    assert b.allow() is False  # one probe out, one succeeded: no third
+    assert [b.allow() for _ in range(9)] == [True] * 8 + [False]  # then eight
     b.record_success()
     assert b.state is CLOSED
-    assert b.allow() is True
+    assert all(b.allow() for _ in range(100))
 
 
 def test_a_neutral_outcome_in_half_open_gives_the_probe_back() -> None:
-    b, clock = breaker(half_open_probes=1)
-    fail(b, 3)
+    b, clock = breaker()
+    trip(b)
     clock.now += 10
     assert b.allow() is True
     assert b.allow() is False
@@ -125,50 +152,54 @@ def test_a_neutral_outcome_in_half_open_gives_the_probe_back() -> None:
     assert b.allow() is True
 
 
-def test_open_period_doubles_on_each_trip_up_to_the_cap() -> None:
+def test_open_period_grows_only_while_probes_fail_up_to_the_cap() -> None:
     b, clock = breaker(open_seconds=10.0, max_open_seconds=35.0)
-    fail(b, 3)
+    trip(b)
     periods = []
     for _ in range(4):
         periods.append(b.retry_in())
         clock.now += b.retry_in()
         assert b.allow()  # a probe...
-        b.record_failure()  # ...that fails: open again, for longer
+        assert b.record_failure() is True  # ...that fails: open again, for longer
         assert b.state is OPEN
     periods.append(b.retry_in())
     assert periods == [10.0, 20.0, 35.0, 35.0, 35.0]
     assert b.total_trips == 5
 
 
-def test_recovery_resets_the_open_period() -> None:
-    b, clock = breaker(open_seconds=10.0, half_open_probes=1)
-    fail(b, 3)
+def test_a_server_that_stays_healthy_brings_the_open_period_back_down() -> None:
+    b, clock = breaker(open_seconds=10.0, half_open_successes=1, window_seconds=10.0)
+    trip(b)
     clock.now += 10
     b.allow()
     b.record_failure()
     assert b.retry_in() == 20.0
     clock.now += 20
-    b.allow()
-    b.record_success()
+    succeed(b, 1)
     assert b.state is CLOSED
-    fail(b, 3)
+    trip(b)  # soon after closing: flapping, the period keeps growing
+    assert b.retry_in() == 35.0
+    clock.now += 35
+    succeed(b, 1)
+    clock.now += 10.0  # a whole window healthy
+    trip(b)
     assert b.retry_in() == 10.0
 
 
-def test_neutral_outcomes_neither_open_nor_break_a_run() -> None:
-    b, _ = breaker()
-    fail(b, 2)
-    for _ in range(20):
+def test_neutral_outcomes_neither_count_nor_dilute() -> None:
+    b, _ = breaker(min_calls=10)
+    fail(b, 9)
+    for _ in range(50):
         b.record_neutral()
-    assert b.state is CLOSED
+    assert b.window() == (9, 9)
     fail(b, 1)
     assert b.state is OPEN
 
 
 def test_failures_reported_while_open_are_ignored() -> None:
     b, clock = breaker()
-    fail(b, 3)
-    b.record_failure()  # a request sent before the trip, failing late
+    trip(b)
+    assert b.record_failure() is False  # a request sent before the trip, failing late
     assert b.retry_in() == 10.0
     clock.now += 10
     assert b.state is HALF_OPEN
@@ -191,7 +222,12 @@ class Switch:
 
 
 def client_for(app, fake_time, **breaker_config) -> AsyncLLVMClient:
-    config = {"failure_threshold": 3, "open_seconds": 10.0, "max_open_seconds": 40.0}
+    config = {
+        "min_calls": 3,
+        "open_seconds": 10.0,
+        "max_open_seconds": 40.0,
+        "half_open_successes": 2,
+    }
     return AsyncLLVMClient(
         app.url,
         max_retries=0,
@@ -262,7 +298,7 @@ def test_breaker_opening_mid_retries_stops_the_request(scripted, reply, fake_tim
             async with AsyncLLVMClient(
                 app.url,
                 max_retries=5,
-                breaker={"failure_threshold": 3},
+                breaker={"min_calls": 3, "open_seconds": 10.0, "window_seconds": 60.0},
                 **fake_time.client_kwargs(),
             ) as client:
                 return app, await infer(client)

@@ -143,14 +143,13 @@ def test_timeout_none_means_no_timeout_and_unknown_options_are_type_errors() -> 
 @pytest.mark.parametrize(
     ("kwargs", "says"),
     [
-        ({"failure_threshold": 0}, "failure_threshold must be at least 1"),
         ({"failure_rate": 0.0}, r"failure_rate must be in \(0, 1\]"),
         ({"failure_rate": 1.5}, r"failure_rate must be in \(0, 1\]"),
-        ({"window": 0}, "window must be at least 1"),
-        ({"min_calls": 30}, "min_calls must be between 1 and window"),
+        ({"window_seconds": 0}, "window_seconds must be positive"),
+        ({"min_calls": 0}, "min_calls must be an integer of at least 1"),
         ({"open_seconds": 0}, "open_seconds must be positive"),
         ({"open_seconds": 10, "max_open_seconds": 5}, "max_open_seconds must be at least"),
-        ({"half_open_probes": 0}, "half_open_probes must be at least 1"),
+        ({"half_open_successes": 0}, "half_open_successes must be at least 1"),
     ],
 )
 def test_invalid_breaker_settings_say_what_to_use(kwargs, says) -> None:
@@ -159,7 +158,7 @@ def test_invalid_breaker_settings_say_what_to_use(kwargs, says) -> None:
 
 
 def test_breaker_accepts_a_config_a_mapping_true_or_false() -> None:
-    config = BreakerConfig(failure_threshold=2)
+    config = BreakerConfig(min_calls=2)
     assert AsyncLLVMClient(breaker=config).config.breaker is config
     assert AsyncLLVMClient(breaker={"open_seconds": 9}).config.breaker == BreakerConfig(
         open_seconds=9

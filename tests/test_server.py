@@ -202,6 +202,8 @@ def test_fail_first_fails_each_request_that_many_times() -> None:
         ({"latency": -1}, "must not be negative"),
         ({"retry_after": -1}, "must not be negative"),
         ({"fail_first": -1}, "must not be negative"),
+        ({"capacity": -1}, "capacity must be a whole number"),
+        ({"outage_at": -1.0}, "must not be negative"),
     ],
 )
 def test_invalid_faults_are_rejected(kwargs, says) -> None:
@@ -224,3 +226,47 @@ def test_server_thread_binds_loopback_and_stops_cleanly() -> None:
         assert running.url.startswith("http://127.0.0.1:")
         assert not running.url.endswith(":0")
     running.stop()  # a second stop is harmless
+
+
+def test_capacity_answers_503_at_once_beyond_n_in_flight(make_server) -> None:
+    server = make_server(faults=Faults(capacity=2, latency=0.05))
+
+    async def main():
+        url = f"{server.url}/models/{MODEL}/inference"
+        return await asyncio.gather(*(fetch("POST", url, json={"inputs": "x"}) for _ in range(5)))
+
+    answers = asyncio.run(main())
+    assert sorted(status for status, _, _ in answers) == [200, 200, 503, 503, 503]
+    assert server.stats.faults["capacity"] == 3
+    assert all("at capacity" in body["error"] for status, _, body in answers if status == 503)
+
+
+def test_an_outage_window_answers_every_inference_503_then_heals(make_server) -> None:
+    server = make_server()
+
+    async def main():
+        url = f"{server.url}/models/{MODEL}/inference"
+        status, _, faults = await fetch(
+            "POST", f"{server.url}/_faults", json={"outage_at": 0.0, "outage_s": 0.3}
+        )
+        assert status == 200 and faults["outage_s"] == 0.3
+        during = [await fetch("POST", url, json={"inputs": str(i)}) for i in range(3)]
+        await asyncio.sleep(0.35)
+        after = await fetch("POST", url, json={"inputs": "x"})
+        return during, after
+
+    during, after = asyncio.run(main())
+    assert [status for status, _, _ in during] == [503, 503, 503]
+    assert after[0] == 200
+    assert server.stats.faults["outage"] == 3
+
+
+def test_serve_takes_capacity_and_outage_options() -> None:
+    from click.testing import CliRunner
+
+    from llvm_batch.cli import main as cli
+
+    result = CliRunner().invoke(cli, ["serve", "--capacity", "-1"])
+    assert result.exit_code == 2 and "--capacity" in result.output
+    result = CliRunner().invoke(cli, ["serve", "--help"])
+    assert "--outage-at" in result.output and "--outage-s" in result.output

@@ -226,7 +226,7 @@ def test_a_429_is_retried_after_retry_after_and_llmock_finds_no_fault(
 def test_retry_errors_reruns_only_the_failed_rows(tmp_path: Path, mock: LLMock) -> None:
     source = _table(tmp_path, 6)
     out = tmp_path / "out.parquet"
-    mock.script({"type": "fail", "status": 503, "times": 2, "match": {"path": CHAT}})
+    mock.script({"type": "fail", "status": 500, "times": 2, "match": {"path": CHAT}})
 
     first = _run(source, out, mock, "--template", "Hi {city}", "-c", "1", "--max-retries", "0")
 

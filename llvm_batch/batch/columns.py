@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import pyarrow as pa
 
 from .. import codec
-from ..client import Outcome
+from ..attempt import Outcome
 from ..errors import LLVMError, excerpt, hide
 from ..protocol import WireProtocol
 

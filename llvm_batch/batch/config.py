@@ -14,10 +14,12 @@ from ..errors import InputError
 from ..options import (
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_MAX_RETRIES,
+    DEFAULT_MAX_RETRY_DELAY,
     DEFAULT_PROTOCOL,
     DEFAULT_RETRY_DELAY,
     DEFAULT_TIMEOUT,
     ENV_PROTOCOL,
+    Limits,
     Priority,
     check_retry_delay,
     parse_protocol,
@@ -80,7 +82,7 @@ class BatchOptions:
     base_url: str | None = None
     protocol: str | None = None
     api_key: str | None = field(default=None, repr=False)
-    concurrency: int = DEFAULT_CONCURRENCY
+    concurrency: int | str = DEFAULT_CONCURRENCY
     max_retries: int = DEFAULT_MAX_RETRIES
     retry_delay: float = DEFAULT_RETRY_DELAY
     timeout: float | None = DEFAULT_TIMEOUT
@@ -114,7 +116,6 @@ class BatchOptions:
         except ValueError as exc:
             raise InputError(str(exc)) from None
         checks = (
-            (self.concurrency >= 1, "concurrency must be at least 1, e.g. 16"),
             (self.max_retries >= 0, "max_retries must be 0 or more"),
             (self.timeout is None or self.timeout > 0, "timeout must be positive seconds"),
             (self.max_rps is None or self.max_rps > 0, "max_rps must be positive"),
@@ -131,8 +132,9 @@ class BatchOptions:
             Priority.parse(self.priority)
             if self.protocol is not None:
                 object.__setattr__(self, "protocol", parse_protocol(self.protocol))
+            self.limits()
         except ValueError as exc:
-            raise InputError(str(exc)) from None
+            raise InputError(str(exc).replace("max_concurrent_requests", "concurrency")) from None
         if self.params is not None and not isinstance(self.params, dict):
             raise InputError("params must be a JSON object, e.g. '{\"seed\": 1}'")
 
@@ -159,9 +161,10 @@ class BatchOptions:
             base_url=base_url,
             api_key=self.api_key,
             default_model=model,
-            max_concurrent_requests=self.concurrency,
+            max_concurrent_requests=self.limits(),
             max_retries=self.max_retries,
             retry_delay=self.retry_delay,
+            max_retry_delay=self.longest_wait(),
             timeout=self.timeout,
             max_rps=self.max_rps,
             max_response_bytes=self.max_response_bytes,
@@ -171,6 +174,13 @@ class BatchOptions:
             debug=self.debug,
             sleep=sleep,
         )
+    def longest_wait(self) -> float:
+        """No single wait (a huge Retry-After...) outlasts the run's outage budget."""
+        return min(DEFAULT_MAX_RETRY_DELAY, max(self.retry_delay, self.max_outage))
+
+    def limits(self) -> Limits:
+        """The concurrency: a ceiling the limit adapts under, or ``auto``."""
+        return Limits.parse(self.concurrency)
 
     def prompt_spec(self) -> PromptSpec:
         options = {name: getattr(self, name) for name in OPTION_NAMES}

@@ -1,10 +1,11 @@
 """Sending rows: one call per row through the client, held while the server is down.
 
-Shared by the file runner and the DataFrame accessor. A row refused by an open breaker, or
-failing on the server's side while the breaker is not closed, is held and sent again rather
-than failed; a run blocked longer than its outage budget stops as incomplete. A refused API
-key, a vanished model or a server that redirects its POSTs elsewhere stops the run at once
-instead of failing every row in turn.
+Shared by the file runner and the DataFrame accessor. A row refused by an open breaker, failing
+on the server's side while the breaker is not closed, or still refused by a full server when
+its retries ran out, is held and sent again rather than failed: a row does not fail because the
+server was down or full. A run blocked longer than its outage budget stops as incomplete.
+A refused API key, a vanished model or a server that redirects its POSTs elsewhere stops the
+run at once instead of failing every row in turn.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from ..client import AsyncLLVMClient, Outcome
+from ..attempt import Outcome
+from ..client import AsyncLLVMClient
 from ..errors import (
     AuthenticationError,
     CircuitOpenError,
@@ -110,7 +112,7 @@ class Dispatcher:
             total.latency_ms += outcome.latency_ms
             error = outcome.error
             self._note_failure(error)
-            if error is not None and (isinstance(error, CircuitOpenError) or self._outage(error)):
+            if error is not None and self._held(error, outcome.overloaded):
                 if not await self._hold(error):
                     return None
                 outcome = await self.client.send(call, priority=self.priority, idempotency_key=key)
@@ -143,12 +145,21 @@ class Dispatcher:
         if error is not None and not isinstance(error, CircuitOpenError):
             self._last_failure = error
 
-    def _outage(self, error: LLVMError) -> bool:
-        """A server-side failure while the breaker is not closed: hold the row, don't fail it."""
-        return error.retryable and self.client.breaker_state not in ("closed", "disabled")
+    def _held(self, error: LLVMError, overloaded: bool) -> bool:
+        """Hold the row rather than fail it: refused by an open breaker, met a server-side
+        failure while the breaker is not closed, or the server was still full at the end.
+
+        Without a breaker nothing tells a full server from a dead one: rows fail as they are.
+        """
+        if isinstance(error, CircuitOpenError):
+            return True
+        state = self.client.breaker_state
+        if state == "disabled":
+            return False
+        return overloaded or (error.retryable and state != "closed")
 
     async def _hold(self, error: LLVMError) -> bool:
-        """Wait for an open breaker; False when the outage budget is spent (the run stops)."""
+        """Wait for the server; False when the outage budget is spent (the run stops)."""
         now = self._clock()
         if self._blocked_since is None:
             self._blocked_since = now

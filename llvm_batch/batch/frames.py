@@ -110,7 +110,14 @@ async def infer_table(
         requests.extend(spec.render(part))
     results: list[cols.RowResult | None] = [None] * len(requests)
     dispatcher = Dispatcher(client, model, priority=priority, max_outage=max_outage)
-    bar = Progress(len(requests), mode=progress, status=lambda: {"breaker": client.breaker_state})
+    bar = Progress(
+        len(requests),
+        mode=progress,
+        status=lambda: {
+            "limit": f"{client.concurrency_limit}/{client.config.max_concurrent_requests}",
+            "breaker": client.breaker_state,
+        },
+    )
     window = asyncio.Semaphore(client.config.max_concurrent_requests * 2 + 16)
 
     async def one(index: int, request: Request) -> None:

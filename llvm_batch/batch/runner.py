@@ -74,8 +74,13 @@ class BatchRun:
         self.spec = options.prompt_spec()
         self.priority = Priority.parse(options.priority)
         self._clock = clock
+        self.limits = options.limits()
         self.summary = RunSummary(
-            input=self.input_path, output=self.output_path, max_error_rate=options.max_error_rate
+            input=self.input_path,
+            output=self.output_path,
+            max_error_rate=options.max_error_rate,
+            concurrency=self.limits.describe(),
+            concurrency_ceiling=self.limits.ceiling,
         )
         self._errors: Counter[str] = Counter()
         self._commits = Committer(
@@ -86,10 +91,11 @@ class BatchRun:
         )
         # Workers (one per slot, plus stand-ins for rows in backoff) pull rows from a feed
         # with backpressure: no task per row.
+        ceiling = self.limits.ceiling
         self._pool = WorkerPool(
             self._worker,
-            size=self.opts.concurrency,
-            limit=self.opts.concurrency * 4 + 32,
+            size=ceiling,
+            limit=ceiling * 4 + 32,
             on_failure=lambda exc: self._died("a row worker", exc),
         )
         self._live: Dispatcher | None = None  # the dispatcher, once there is one
@@ -195,6 +201,7 @@ class BatchRun:
                 await self._process()
                 self.summary.requests = client.request_count
                 self.summary.retries = client.retry_count
+                self.summary.concurrency_limit = client.concurrency_limit
         if self.dispatcher.stop_code is None:
             try:
                 await asyncio.to_thread(self._finalize, fingerprint)
@@ -232,7 +239,7 @@ class BatchRun:
 
     def _window(self) -> int:
         """Rows queued for the workers: enough to keep every slot busy, no more."""
-        return self.opts.concurrency * 2 + 16
+        return self.limits.ceiling * 2 + 16
 
     def _setup_columns(self) -> None:
         plan = plan_columns(
@@ -418,6 +425,7 @@ class BatchRun:
             "ok": self.summary.ok,
             "error": self.summary.error,
             "retries": self.client.retry_count,
+            "limit": f"{self.client.concurrency_limit}/{self.limits.ceiling}",
             "breaker": self.client.breaker_state,
         }
 

@@ -46,6 +46,9 @@ class RunSummary:
     input_tokens: int = 0
     output_tokens: int = 0
     truncated: int = 0
+    concurrency: str = ""
+    concurrency_ceiling: int = 0
+    concurrency_limit: int = 0
     elapsed_s: float = 0.0
     rows_per_s: float = 0.0
     error_types: dict[str, int] = field(default_factory=dict)
@@ -101,6 +104,11 @@ class RunSummary:
             )
             if self.input_tokens or self.output_tokens:
                 out.append(f"  tokens: {self.input_tokens} in, {self.output_tokens} out")
+            if self.concurrency_limit:
+                out.append(
+                    f"  concurrency limit at the end {self.concurrency_limit} "
+                    f"of {self.concurrency_ceiling} (--concurrency {self.concurrency})"
+                )
         if self.truncated:
             out.append(f"  {self.truncated} outputs cut short at max_tokens (finish_reason length)")
         if self.error_types:

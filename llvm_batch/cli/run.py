@@ -25,6 +25,7 @@ from ..options import (
     DEFAULT_RETRY_DELAY,
     DEFAULT_TIMEOUT,
     ENV_DEFAULT_MODEL,
+    Limits,
 )
 from .common import UsageFailure, read_key_file, server_options, setup_logging
 from .jobfile import load_job_file
@@ -54,6 +55,18 @@ def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) 
     if not isinstance(parsed, dict):
         raise click.BadParameter("must be a JSON object, e.g. '{\"seed\": 1}'")
     return parsed
+
+
+class ConcurrencyType(click.ParamType):  # type: ignore[type-arg]
+    """A ceiling of at least 1, or ``auto``."""
+
+    name = "N|auto"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return Limits.parse(value).describe()
+        except ValueError:
+            self.fail(f"must be an integer of at least 1, or 'auto'; got {value!r}", param, ctx)
 
 
 @click.command()
@@ -115,10 +128,11 @@ def _json_object(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option(
     "-c",
     "--concurrency",
-    type=click.IntRange(min=1),
+    type=ConcurrencyType(),
     default=DEFAULT_CONCURRENCY,
     show_default=True,
-    help="Requests in flight at once.",
+    help="Most requests in flight at once: the limit adapts below it to what the server "
+    "holds. 'auto' finds the server's capacity without a number.",
 )
 @click.option(
     "--max-retries",

@@ -58,6 +58,24 @@ from .common import UsageFailure
 )
 @click.option("--seed", type=int, default=0, help="Seed of the fault choices.")
 @click.option(
+    "--capacity",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Inferences served at once; more are answered 503 at once (0: no limit).",
+)
+@click.option(
+    "--outage-at",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Seconds after start when an outage begins (every inference answered 503).",
+)
+@click.option(
+    "--outage-s",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    help="How long the outage of --outage-at lasts, in seconds.",
+)
+@click.option(
     "--protocol",
     type=click.Choice(["llvm", "openai"]),
     default="llvm",
@@ -76,6 +94,7 @@ def serve(
     Example:
       llvm-batch serve --port 8000 --error-rate 0.1
       llvm-batch serve --protocol openai --port 8000 --rate-limit-rate 0.05
+      llvm-batch serve --latency 0.02 --capacity 16 --outage-at 10 --outage-s 4
     """
     api_key = os.environ.get(ENV_API_KEY) if require_api_key else None
     if require_api_key and not api_key:

@@ -50,10 +50,10 @@ def test_an_outage_holds_rows_beyond_their_retry_budget_until_recovery(
         max_retries=0,  # without holding, every 503 would be a failed row
         retry_delay=0.001,
         breaker={
-            "failure_threshold": 1,
+            "min_calls": 1,
             "open_seconds": 0.05,
             "max_open_seconds": 0.1,
-            "half_open_probes": 1,
+            "half_open_successes": 1,
         },
         progress=False,
         flush_interval=0.1,

@@ -269,10 +269,11 @@ def test_sigterm_while_every_request_hangs_exits_143_and_resumes(
     app = scripted_thread(handler)
     source = write_parquet(tmp_path / "in.parquet", prompts_table(120))
     out = tmp_path / "out.parquet"
-    args = [*run_args(source, out, app.url), "--chunk-size", "1"]  # 16 in flight, 32+ chunks
+    # 8 in flight (the limit slow-starts from 8 and no answer comes to grow it), 32+ chunks.
+    args = [*run_args(source, out, app.url), "--chunk-size", "1"]
     proc = subprocess.Popen(cli_command(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        wait_until(lambda: len(posts(app)) >= 16 or proc.poll() is not None, "requests in flight")
+        wait_until(lambda: len(posts(app)) >= 8 or proc.poll() is not None, "requests in flight")
         time.sleep(0.2)  # let the runner fill its window of open chunks
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=30)
