@@ -79,7 +79,17 @@ class WireProtocol:
         raise NotImplementedError
 
     def check_answer(self, data: Any, call: Call) -> Any:
-        """Check the shape of a decoded answer; raise :class:`InvalidResponseError` if wrong."""
+        """``data`` if it is a sound answer to ``call``, else :class:`InvalidResponseError`
+        (the wrong shape, or an inference answer whose output is null)."""
+        ok, expected = self.shape_of(data, call)
+        if not ok:
+            raise shape_error(call, expected)
+        if call.operation == "inference" and self.output_of(data) is None:
+            raise no_output_error(call)
+        return data
+
+    def shape_of(self, data: Any, call: Call) -> tuple[bool, str]:
+        """Whether ``data`` has the shape an answer to ``call`` needs, and that shape."""
         raise NotImplementedError
 
     def output_of(self, answer: Mapping[str, Any]) -> Any:

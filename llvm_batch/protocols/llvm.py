@@ -10,7 +10,7 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
-from .base import NO_USAGE, Call, Usage, WireProtocol, chat_prompt, no_output_error, shape_error
+from .base import NO_USAGE, Call, Usage, WireProtocol, chat_prompt
 
 _ANSWER_KEYS = frozenset({"outputs", "model_id", "metadata"})
 
@@ -56,7 +56,7 @@ class LLVMProtocol(WireProtocol):
     ) -> Call:
         return self.inference(model_id, chat_prompt(messages), options)
 
-    def check_answer(self, data: Any, call: Call) -> Any:
+    def shape_of(self, data: Any, call: Call) -> tuple[bool, str]:
         if call.operation == "list models":
             ok = isinstance(data, Mapping) and isinstance(data.get("models"), list)
             expected = '{"models": [...]}'
@@ -66,11 +66,7 @@ class LLVMProtocol(WireProtocol):
         else:
             ok = isinstance(data, Mapping)
             expected = "a JSON object"
-        if not ok:
-            raise shape_error(call, expected)
-        if call.operation == "inference" and self.output_of(data) is None:
-            raise no_output_error(call)
-        return data
+        return ok, expected
 
     def output_of(self, answer: Mapping[str, Any]) -> Any:
         return answer.get("outputs")
