@@ -301,9 +301,14 @@ class AsyncLLVMClient:
         model: str | None,
         messages: Sequence[Mapping[str, Any]],
         *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        params: Mapping[str, Any] | None = None,
         priority: Priority | str = Priority.NORMAL,
         idempotency_key: str | None = None,
-        **options: Any,
+        **extra: Any,
     ) -> dict[str, Any]:
         """A chat turn: ``content``, ``role``, ``finish_reason``, ``usage``... in every protocol.
 
@@ -311,6 +316,14 @@ class AsyncLLVMClient:
         OpenAI one sends them to ``/chat/completions`` as they are.
         """
         model_id = self.resolve_model(model)
+        options = dict(
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            params=params,
+            **extra,
+        )
         call = self.protocol.chat(model_id, messages, options)
         outcome = await self.send(call, priority=priority, idempotency_key=idempotency_key)
         return self.protocol.chat_result(model_id, outcome.result(), now=self._wall_clock())

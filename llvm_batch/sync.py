@@ -153,24 +153,75 @@ class LLVMClient:
         """Ask the server once, past the queue and breaker; raises what it met."""
         self._run(self._async.ping())
 
-    def get_model_info(self, model_id: str | None = None, **kwargs: Any) -> dict[str, Any]:
-        """The server's description of a model."""
-        return self._run(self._async.get_model_info(model_id, **kwargs))
+    # The signatures below mirror AsyncLLVMClient's exactly (a test keeps them equal), so the
+    # sync face keeps its keywords, types and defaults.
 
-    def run_inference(self, model_id: str | None, inputs: Any, **kwargs: Any) -> dict[str, Any]:
-        """Run ``inputs`` through a model (same keywords as the async client)."""
-        return self._run(self._async.run_inference(model_id, inputs, **kwargs))
+    def get_model_info(
+        self, model_id: str | None = None, *, priority: Priority | str = Priority.NORMAL
+    ) -> dict[str, Any]:
+        """The server's description of a model (status, details; or its list entry)."""
+        return self._run(self._async.get_model_info(model_id, priority=priority))
+
+    def run_inference(
+        self,
+        model_id: str | None,
+        inputs: Any,
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        params: Mapping[str, Any] | None = None,
+        priority: Priority | str = Priority.NORMAL,
+        idempotency_key: str | None = None,
+        **extra: Any,
+    ) -> dict[str, Any]:
+        """Run ``inputs`` through a model; returns the server's answer as it came."""
+        return self._run(
+            self._async.run_inference(
+                model_id,
+                inputs,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+                params=params,
+                priority=priority,
+                idempotency_key=idempotency_key,
+                **extra,
+            )
+        )
 
     def chat(
         self,
         model: str | None,
         messages: Sequence[Mapping[str, Any]],
         *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        params: Mapping[str, Any] | None = None,
         priority: Priority | str = Priority.NORMAL,
-        **options: Any,
+        idempotency_key: str | None = None,
+        **extra: Any,
     ) -> dict[str, Any]:
-        """Chat through inference (same result as the async client)."""
-        return self._run(self._async.chat(model, messages, priority=priority, **options))
+        """A chat turn: ``content``, ``role``, ``finish_reason``, ``usage``... (as the async
+        client)."""
+        return self._run(
+            self._async.chat(
+                model,
+                messages,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+                params=params,
+                priority=priority,
+                idempotency_key=idempotency_key,
+                **extra,
+            )
+        )
 
     def test_endpoint(self) -> bool:
         """True when the server answers."""

@@ -137,3 +137,20 @@ def test_aiohttp_is_imported_by_the_transport_and_the_reference_server_only() ->
 
 def test_the_package_ships_its_type_marker() -> None:
     assert (PACKAGE / "py.typed").exists()
+
+
+def test_the_sync_client_mirrors_the_async_signatures() -> None:
+    import inspect
+
+    from llvm_batch import AsyncLLVMClient, LLVMClient
+
+    shared = [
+        name
+        for name, member in inspect.getmembers(AsyncLLVMClient, inspect.iscoroutinefunction)
+        if not name.startswith("_") and name not in {"aclose", "close", "send"}
+    ]
+    assert {"chat", "get_model_info", "run_inference", "list_models", "ping"} <= set(shared)
+    for name in shared:
+        sync = inspect.signature(getattr(LLVMClient, name))
+        coro = inspect.signature(getattr(AsyncLLVMClient, name))
+        assert sync == coro, name
