@@ -61,7 +61,17 @@ class CircuitBreaker:
 
     @property
     def state(self) -> BreakerState:
-        """The current state; an open breaker whose period is over reads as half-open."""
+        """The current state; an open breaker whose period is over reads as half-open.
+
+        Reading it changes nothing: the move to half-open happens in :meth:`_advance`, which
+        every call that acts on the state makes first.
+        """
+        if self._state is BreakerState.OPEN and self._clock() >= self.reopens_at:
+            return BreakerState.HALF_OPEN
+        return self._state
+
+    def _advance(self) -> BreakerState:
+        """Enter half-open once the open period is over; the state now."""
         if self._state is BreakerState.OPEN and self._clock() >= self.reopens_at:
             self._state = BreakerState.HALF_OPEN
             self._probes_out = 0
@@ -86,7 +96,7 @@ class CircuitBreaker:
 
     def allow(self) -> bool:
         """True if a request may go out now; in half-open, within the ramp."""
-        state = self.state
+        state = self._advance()
         if state is BreakerState.CLOSED:
             return True
         if state is BreakerState.OPEN:
@@ -109,7 +119,7 @@ class CircuitBreaker:
 
     def record_success(self) -> None:
         """A request got a sound answer."""
-        if self._state is BreakerState.HALF_OPEN:
+        if self._advance() is BreakerState.HALF_OPEN:
             self._probes_out = max(0, self._probes_out - 1)
             self._probe_successes += 1
             if self._probe_successes >= self.config.half_open_successes:
@@ -119,7 +129,7 @@ class CircuitBreaker:
 
     def record_failure(self) -> bool:
         """A request failed in a way that says the server is in trouble; True if it tripped."""
-        if self._state is BreakerState.HALF_OPEN:
+        if self._advance() is BreakerState.HALF_OPEN:
             self._trip(grow=True)
             return True
         if self._state is BreakerState.OPEN:
@@ -135,7 +145,7 @@ class CircuitBreaker:
 
     def record_neutral(self) -> None:
         """A request ended in a way that says nothing about server health (429, 4xx)."""
-        if self._state is BreakerState.HALF_OPEN:
+        if self._advance() is BreakerState.HALF_OPEN:
             self._probes_out = max(0, self._probes_out - 1)
 
     def _count(self, *, failed: bool) -> None:

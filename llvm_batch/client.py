@@ -9,6 +9,7 @@ step (:func:`~llvm_batch.attempt.next_step`) -> backoff sleep without a slot.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random as _random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -151,7 +152,8 @@ class AsyncLLVMClient:
 
     def set_api_key(self, api_key: str | None) -> None:
         """Use ``api_key`` for the following requests (None to send no key)."""
-        self._transport.api_key = api_key or None
+        self.config = dataclasses.replace(self.config, api_key=api_key or None)
+        self._transport.api_key = self.config.api_key
 
     def get_api_key(self) -> str | None:
         """The API key in use, or None."""

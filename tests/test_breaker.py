@@ -78,6 +78,17 @@ def test_a_dead_server_opens_it_once_enough_calls_failed() -> None:
     assert b.total_trips == 1
 
 
+def test_reading_the_state_changes_nothing() -> None:
+    b, clock = breaker(min_calls=20)
+    fail(b, 20)
+    clock.now += 10.0  # the open period is over: it reads as half-open
+    before = dict(vars(b))
+    assert b.state is HALF_OPEN and b.state is HALF_OPEN
+    assert dict(vars(b)) == before
+    assert b.allow() is True  # acting on it moves it: the first probe goes out
+    assert b.state is HALF_OPEN and dict(vars(b)) != before
+
+
 def test_a_server_that_answers_most_requests_keeps_it_closed() -> None:
     """20% failures (a flaky or a full server) is the limiter's business, not the breaker's."""
     b, _ = breaker(min_calls=20, failure_rate=0.5)

@@ -97,7 +97,9 @@ def test_sync_client_state_and_settings_pass_through(server) -> None:
         assert client.get_default_model() == MODEL
         assert client.get_api_key() == "k1"
         client.set_api_key("k2")
-        assert client.get_api_key() == "k2"
+        assert client.get_api_key() == client.config.api_key == "k2"  # one truth, not two
+        client.set_api_key("")
+        assert client.get_api_key() is None and client.config.api_key is None
         assert client.config.base_url == server.url
         assert (client.queue_depth, client.active_requests) == (0, 0)
         assert client.breaker_state == "closed"
