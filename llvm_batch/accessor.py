@@ -20,7 +20,7 @@ from .batch.frames import ResultCache, infer_table
 from .batch.prompts import OPTION_NAMES, PromptSpec
 from .client import AsyncLLVMClient
 from .errors import InputError
-from .options import ENV_DEFAULT_MODEL, Priority
+from .options import DEFAULT_MAX_OUTAGE, ENV_DEFAULT_MODEL, Priority
 from .sync import LLVMClient, run_sync
 
 _MEMORY_CACHE = ResultCache()
@@ -177,7 +177,7 @@ def _split(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     run.setdefault("cache", None)
     run.setdefault("prefix", cols.DEFAULT_PREFIX)
     run.setdefault("priority", Priority.NORMAL)
-    run.setdefault("max_outage", 600.0)
+    run.setdefault("max_outage", DEFAULT_MAX_OUTAGE)
     return run, kwargs
 
 

@@ -23,6 +23,9 @@ DEFAULT_AUTO_INITIAL = 8
 DEFAULT_MAX_RETRIES = 3
 DEFAULT_RETRY_DELAY = 1.0
 DEFAULT_MAX_RETRY_DELAY = 60.0
+#: How long a batch (file or DataFrame) waits out a server that is down before it stops as
+#: incomplete, resumable.
+DEFAULT_MAX_OUTAGE = 600.0
 #: The largest ``retry_delay`` taken, in seconds: a larger one is almost surely milliseconds
 #: (the seed's unit), which would make the first 503 wait a quarter of an hour.
 MAX_RETRY_DELAY_S = 60.0

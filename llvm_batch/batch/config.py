@@ -12,6 +12,7 @@ from typing import Any
 from ..client import AsyncLLVMClient
 from ..errors import InputError
 from ..options import (
+    DEFAULT_MAX_OUTAGE,
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_MAX_RETRIES,
     DEFAULT_MAX_RETRY_DELAY,
@@ -30,7 +31,6 @@ from .prompts import OPTION_NAMES, PromptSpec
 DEFAULT_CONCURRENCY = 16
 DEFAULT_CHUNK_SIZE = 1000
 DEFAULT_FLUSH_INTERVAL = 2.0
-DEFAULT_MAX_OUTAGE = 600.0
 DEFAULT_PROGRESS_INTERVAL = 10.0
 
 #: Options that change what ends up in the output; a checkpoint is tied to their values.

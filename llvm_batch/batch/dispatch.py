@@ -25,7 +25,7 @@ from ..errors import (
     RedirectError,
     safe_url,
 )
-from ..options import Priority
+from ..options import DEFAULT_MAX_OUTAGE, Priority
 from . import columns as cols
 from .prompts import Request
 from .summary import EXIT_INCOMPLETE
@@ -44,7 +44,7 @@ class Dispatcher:
         model: str,
         *,
         priority: Priority = Priority.NORMAL,
-        max_outage: float = 600.0,
+        max_outage: float = DEFAULT_MAX_OUTAGE,
         on_stop: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

@@ -15,6 +15,12 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 
+def rows_ahead(ceiling: int) -> int:
+    """How many rows to keep ready for ``ceiling`` slots: every slot busy and one row waiting
+    behind each, plus a margin; more would only hold memory."""
+    return ceiling * 2 + 16
+
+
 class RowFeed(Generic[T]):
     """A FIFO of rows with backpressure: :meth:`wait_for_room` holds the filler at ``low``."""
 

@@ -18,9 +18,10 @@ from typing import Any
 import pyarrow as pa
 
 from ..client import AsyncLLVMClient
-from ..options import Priority
+from ..options import DEFAULT_MAX_OUTAGE, Priority
 from . import columns as cols
 from .dispatch import Dispatcher
+from .feed import rows_ahead
 from .progress import Progress
 from .prompts import PromptSpec, Request
 
@@ -98,7 +99,7 @@ async def infer_table(
     *,
     prefix: str = cols.DEFAULT_PREFIX,
     priority: Priority = Priority.NORMAL,
-    max_outage: float = 600.0,
+    max_outage: float = DEFAULT_MAX_OUTAGE,
     progress: str = "off",
     cache: ResultCache | None = None,
 ) -> pa.Table:
@@ -118,7 +119,7 @@ async def infer_table(
             "breaker": client.breaker_state,
         },
     )
-    window = asyncio.Semaphore(client.config.max_concurrent_requests * 2 + 16)
+    window = asyncio.Semaphore(rows_ahead(client.config.max_concurrent_requests))
 
     async def one(index: int, request: Request) -> None:
         try:

@@ -30,7 +30,7 @@ from .chunk import Chunk
 from .committer import Committer
 from .config import BatchOptions
 from .dispatch import Dispatcher
-from .feed import RowFeed
+from .feed import RowFeed, rows_ahead
 from .layout import plan_columns
 from .lock import OutputLock, OutputLocked
 from .progress import Progress
@@ -239,7 +239,7 @@ class BatchRun:
 
     def _window(self) -> int:
         """Rows queued for the workers: enough to keep every slot busy, no more."""
-        return self.limits.ceiling * 2 + 16
+        return rows_ahead(self.limits.ceiling)
 
     def _setup_columns(self) -> None:
         plan = plan_columns(

@@ -14,12 +14,12 @@ from ..batch.config import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_CONCURRENCY,
     DEFAULT_FLUSH_INTERVAL,
-    DEFAULT_MAX_OUTAGE,
     DEFAULT_PROGRESS_INTERVAL,
 )
 from ..batch.sinks import atomic_write_bytes
 from ..errors import InputError
 from ..options import (
+    DEFAULT_MAX_OUTAGE,
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_MAX_RETRIES,
     DEFAULT_RETRY_DELAY,
