@@ -286,14 +286,7 @@ class AsyncLLVMClient:
         call = self.protocol.inference(
             self.resolve_model(model_id),
             inputs,
-            dict(
-                max_tokens=max_tokens,
-                temperature=temperature,
-                top_k=top_k,
-                top_p=top_p,
-                params=params,
-                **extra,
-            ),
+            _options(max_tokens, temperature, top_k, top_p, params, extra),
         )
         outcome = await self.send(call, priority=priority, idempotency_key=idempotency_key)
         return dict(outcome.result())
@@ -318,14 +311,7 @@ class AsyncLLVMClient:
         OpenAI one sends them to ``/chat/completions`` as they are.
         """
         model_id = self.resolve_model(model)
-        options = dict(
-            max_tokens=max_tokens,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            params=params,
-            **extra,
-        )
+        options = _options(max_tokens, temperature, top_k, top_p, params, extra)
         call = self.protocol.chat(model_id, messages, options)
         outcome = await self.send(call, priority=priority, idempotency_key=idempotency_key)
         return self.protocol.chat_result(model_id, outcome.result(), now=self._wall_clock())
@@ -458,3 +444,22 @@ class AsyncLLVMClient:
                 duration_ms,
                 what,
             )
+
+
+def _options(
+    max_tokens: int | None,
+    temperature: float | None,
+    top_k: int | None,
+    top_p: float | None,
+    params: Mapping[str, Any] | None,
+    extra: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The generation options of one call, as the protocols take them (None: not given)."""
+    return dict(
+        max_tokens=max_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        params=params,
+        **extra,
+    )

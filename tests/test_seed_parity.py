@@ -12,10 +12,9 @@ from pathlib import Path
 
 import click
 import pandas as pd
-import pyarrow as pa
 import pytest
 from aiohttp import web
-from batch_support import invoke, write_parquet
+from batch_support import invoke, prompts_table, write_parquet
 
 from llvm_batch import AsyncLLVMClient, InvalidResponseError, LLVMClient, LLVMError
 from llvm_batch.cli import COMMANDS, main
@@ -75,7 +74,7 @@ def test_a_millisecond_retry_delay_is_refused_by_the_cli_and_job_file(
     make_server, tmp_path: Path
 ) -> None:
     server = make_server()
-    source = write_parquet(tmp_path / "in.parquet", pd_table(["a", "b"]))
+    source = write_parquet(tmp_path / "in.parquet", prompts_table(2))
     out = tmp_path / "out.parquet"
     common = (str(source), "-o", str(out), "--model", MODEL, "--base-url", server.url)
     result = invoke("run", *common, "--retry-delay", "1000")
@@ -302,6 +301,3 @@ def test_a_null_output_fails_the_call_and_the_row(scripted, fake_time, tmp_path:
 
     asyncio.run(main_())
 
-
-def pd_table(prompts: list[str]) -> pa.Table:
-    return pa.table({"prompt": prompts})

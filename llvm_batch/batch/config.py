@@ -111,10 +111,6 @@ class BatchOptions:
             if isinstance(value, float) and not math.isfinite(value):
                 # nan passes every "> 0" check and inf waits forever: neither is a setting.
                 raise InputError(f"{item.name} must be a finite number; got {value}")
-        try:
-            check_retry_delay(self.retry_delay)
-        except ValueError as exc:
-            raise InputError(str(exc)) from None
         checks = (
             (self.max_retries >= 0, "max_retries must be 0 or more"),
             (self.timeout is None or self.timeout > 0, "timeout must be positive seconds"),
@@ -129,6 +125,7 @@ class BatchOptions:
             if not ok:
                 raise InputError(message)
         try:
+            check_retry_delay(self.retry_delay)
             Priority.parse(self.priority)
             if self.protocol is not None:
                 object.__setattr__(self, "protocol", parse_protocol(self.protocol))
