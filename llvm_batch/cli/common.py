@@ -42,27 +42,37 @@ def read_key_file(path: str | None) -> str | None:
     return key
 
 
+def stack_options(func: F, *options: Callable[[F], F]) -> F:
+    """``func`` with click ``options`` applied, shown by ``--help`` in the order given."""
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def server_options(func: F) -> F:
     """--base-url, --protocol, --api-key-file, --debug: where the server is, how to talk to it."""
-    func = click.option(
-        "--debug", is_flag=True, help="Log every request attempt to stderr (API key redacted)."
-    )(func)
-    func = click.option(
-        "--api-key-file",
-        type=click.Path(dir_okay=False),
-        help=f"File holding the API key (default: ${ENV_API_KEY}). Never pass a key as a flag.",
-    )(func)
-    func = click.option(
-        "--protocol",
-        type=click.Choice(PROTOCOL_NAMES, case_sensitive=False),
-        help=f"Wire protocol (default: ${ENV_PROTOCOL}, else llvm). openai: an OpenAI-compatible "
-        "server, --base-url ending in /v1; openai-completions: plain prompts to /completions.",
-    )(func)
-    func = click.option(
-        "--base-url",
-        help=f"Server URL, e.g. http://127.0.0.1:8000 (default: ${ENV_BASE_URL}).",
-    )(func)
-    return func
+    return stack_options(
+        func,
+        click.option(
+            "--base-url",
+            help=f"Server URL, e.g. http://127.0.0.1:8000 (default: ${ENV_BASE_URL}).",
+        ),
+        click.option(
+            "--protocol",
+            type=click.Choice(PROTOCOL_NAMES, case_sensitive=False),
+            help=f"Wire protocol (default: ${ENV_PROTOCOL}, else llvm). openai: an "
+            "OpenAI-compatible server, --base-url ending in /v1; openai-completions: plain "
+            "prompts to /completions.",
+        ),
+        click.option(
+            "--api-key-file",
+            type=click.Path(dir_okay=False),
+            help=f"File holding the API key (default: ${ENV_API_KEY}). Never pass a key as a flag.",
+        ),
+        click.option(
+            "--debug", is_flag=True, help="Log every request attempt to stderr (API key redacted)."
+        ),
+    )
 
 
 def setup_logging(debug: bool) -> None:
