@@ -380,6 +380,10 @@ def _seconds(value: float) -> str:
 FAULT_FIELDS = tuple(f.name for f in fields(Faults))
 
 
+#: The name of a :class:`ServerThread`'s thread, to tell it in ``threading.enumerate()``.
+THREAD_NAME = "llvm-batch server"
+
+
 class ServerThread:
     """A server on a background thread, for blocking code and tests.
 
@@ -392,7 +396,9 @@ class ServerThread:
         self.server: Any = server if server is not None else ReferenceServer(**kwargs)
         self.url: str = ""
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name=THREAD_NAME, daemon=True
+        )
 
     @property
     def stats(self) -> ServerStats:
@@ -405,7 +411,11 @@ class ServerThread:
 
     def start(self) -> ServerThread:
         self._thread.start()
-        asyncio.run_coroutine_threadsafe(self.server.start(), self._loop).result()
+        try:
+            asyncio.run_coroutine_threadsafe(self.server.start(), self._loop).result()
+        except BaseException:  # a port in use...: no thread or loop left behind
+            self.stop()
+            raise
         self.url = self.server.url
         return self
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 
 import aiohttp
 import pytest
 
 from llvm_batch import AsyncLLVMClient, AuthenticationError, ModelNotFoundError
-from llvm_batch.server import Faults, ReferenceServer, ServerThread, reference_output
+from llvm_batch.server import THREAD_NAME, Faults, ReferenceServer, ServerThread, reference_output
 
 MODEL = "llvm-model-1"
 
@@ -226,6 +227,14 @@ def test_server_thread_binds_loopback_and_stops_cleanly() -> None:
         assert running.url.startswith("http://127.0.0.1:")
         assert not running.url.endswith(":0")
     running.stop()  # a second stop is harmless
+
+
+def test_a_server_thread_that_cannot_listen_leaves_no_thread_behind(server) -> None:
+    taken = ServerThread(port=int(server.url.rsplit(":", 1)[1]))
+    with pytest.raises(OSError):  # the port is the running server's
+        taken.start()
+    assert not taken._thread.is_alive()
+    assert [t.name for t in threading.enumerate()].count(THREAD_NAME) == 1  # the fixture's
 
 
 def test_capacity_answers_503_at_once_beyond_n_in_flight(make_server) -> None:
