@@ -279,3 +279,16 @@ def test_serve_takes_capacity_and_outage_options() -> None:
     assert result.exit_code == 2 and "--capacity" in result.output
     result = CliRunner().invoke(cli, ["serve", "--help"])
     assert "--outage-at" in result.output and "--outage-s" in result.output
+
+
+def test_the_server_module_still_exports_what_users_import() -> None:
+    import llvm_batch.server as server
+    import llvm_batch.server_faults as server_faults
+
+    names = (
+        "AppServer DEFAULT_MODELS FAULT_FIELDS Faults Generated ReferenceServer ServerStats "
+        "ServerThread error_response reference_output serve_forever"
+    ).split()
+    assert [name for name in names if not hasattr(server, name)] == []
+    assert server.Faults is server_faults.Faults
+    assert server.FAULT_FIELDS[:3] == ("latency", "error_rate", "rate_limit_rate")
