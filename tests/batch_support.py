@@ -62,6 +62,30 @@ def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
     return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
 
 
+#: The reference server's first model, which CLI runs ask for unless told otherwise.
+MODEL = "llvm-model-1"
+
+
+def run_argv(
+    source: Path | str, base_url: str, *extra: str, out: Path | None = None, model: str = MODEL
+) -> list[str]:
+    """``run SOURCE [-o OUT] -m MODEL --base-url URL EXTRA...``: a run's arguments."""
+    output = ["-o", str(out)] if out is not None else []
+    return ["run", str(source), *output, "-m", model, "--base-url", base_url, *extra]
+
+
+def invoke_run(
+    source: Path | str,
+    base_url: str,
+    *extra: str,
+    out: Path | None = None,
+    model: str = MODEL,
+    env: dict[str, str] | None = None,
+) -> Result:
+    """``llvm-batch run`` of ``source`` against ``base_url`` in-process (see :func:`run_argv`)."""
+    return invoke(*run_argv(source, base_url, *extra, out=out, model=model), env=env)
+
+
 def cli_command(*args: str) -> list[str]:
     """The argv to run ``llvm-batch ARGS`` as a subprocess with this interpreter."""
     return [sys.executable, "-m", "llvm_batch.cli", *args]

@@ -10,7 +10,14 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
-from batch_support import RESULT_COLUMNS, invoke, prompts_table, read_rows, write_parquet
+from batch_support import (
+    RESULT_COLUMNS,
+    invoke,
+    invoke_run,
+    prompts_table,
+    read_rows,
+    write_parquet,
+)
 
 from llvm_batch.batch import run_batch
 from llvm_batch.server import Faults, reference_output
@@ -37,7 +44,7 @@ def test_each_format_in_and_out(tmp_path: Path, server, in_ext: str, out_ext: st
     source = write_input(tmp_path / f"in{in_ext}", table)
     out = tmp_path / f"out{out_ext}"
 
-    result = invoke("run", str(source), "-o", str(out), "-m", MODEL, "--base-url", server.url)
+    result = invoke_run(source, server.url, out=out)
 
     assert result.exit_code == 0, result.output
     rows = read_rows(out)
@@ -76,7 +83,7 @@ def test_result_columns_have_the_design_types(tmp_path: Path, server) -> None:
 
 def test_default_output_sits_beside_the_input(tmp_path: Path, server) -> None:
     source = write_parquet(tmp_path / "prompts.parquet", prompts_table(3))
-    result = invoke("run", str(source), "-m", MODEL, "--base-url", server.url)
+    result = invoke_run(source, server.url)
     assert result.exit_code == 0, result.output
     assert len(read_rows(tmp_path / "prompts.llvm.parquet")) == 3
 
@@ -84,18 +91,7 @@ def test_default_output_sits_beside_the_input(tmp_path: Path, server) -> None:
 def test_template_mode_fills_columns(tmp_path: Path, server) -> None:
     source = write_parquet(tmp_path / "in.parquet", prompts_table(4))
     out = tmp_path / "out.parquet"
-    result = invoke(
-        "run",
-        str(source),
-        "-o",
-        str(out),
-        "-m",
-        MODEL,
-        "--base-url",
-        server.url,
-        "--template",
-        "Topic {topic}: {prompt}",
-    )
+    result = invoke_run(source, server.url, "--template", "Topic {topic}: {prompt}", out=out)
     assert result.exit_code == 0, result.output
     rows = read_rows(out)
     assert rows[2]["llvm_output"] == reference_output(MODEL, "Topic t2: question 2")
@@ -103,9 +99,7 @@ def test_template_mode_fills_columns(tmp_path: Path, server) -> None:
 
 def test_template_naming_an_unknown_column_exits_2_before_sending(tmp_path: Path, server) -> None:
     source = write_parquet(tmp_path / "in.parquet", prompts_table(4))
-    result = invoke(
-        "run", str(source), "-m", MODEL, "--base-url", server.url, "--template", "Hi {nope}"
-    )
+    result = invoke_run(source, server.url, "--template", "Hi {nope}")
     assert result.exit_code == 2
     assert "'nope'" in result.output and "template" in result.output
     assert server.stats.requests == 0
@@ -115,9 +109,7 @@ def test_chat_mode_with_a_messages_column(tmp_path: Path, server) -> None:
     source = tmp_path / "chat.jsonl"
     shutil.copy(SAMPLE / "chat.jsonl", source)
     out = tmp_path / "chat.out.jsonl"
-    result = invoke(
-        "run", str(source), "--chat", "-o", str(out), "-m", MODEL, "--base-url", server.url
-    )
+    result = invoke_run(source, server.url, "--chat", out=out)
     assert result.exit_code == 0, result.output
     rows = read_rows(out)
     first = rows[0]["messages"]
@@ -129,20 +121,15 @@ def test_chat_mode_with_a_messages_column(tmp_path: Path, server) -> None:
 def test_chat_mode_with_system_and_user_template(tmp_path: Path, server) -> None:
     source = write_parquet(tmp_path / "in.parquet", prompts_table(3))
     out = tmp_path / "out.parquet"
-    result = invoke(
-        "run",
-        str(source),
+    result = invoke_run(
+        source,
+        server.url,
         "--chat",
         "--system",
         "Be brief.",
         "--template",
         "Answer: {prompt}",
-        "-o",
-        str(out),
-        "-m",
-        MODEL,
-        "--base-url",
-        server.url,
+        out=out,
     )
     assert result.exit_code == 0, result.output
     assert read_rows(out)[1]["llvm_output"] == reference_output(
@@ -169,19 +156,8 @@ def test_per_row_options_come_from_columns_and_flags(tmp_path: Path, server) -> 
     )
     source = write_parquet(tmp_path / "in.parquet", table)
     out = tmp_path / "out.parquet"
-    result = invoke(
-        "run",
-        str(source),
-        "-o",
-        str(out),
-        "-m",
-        MODEL,
-        "--base-url",
-        server.url,
-        "--max-tokens-column",
-        "mt",
-        "--max-tokens",
-        "2",
+    result = invoke_run(
+        source, server.url, "--max-tokens-column", "mt", "--max-tokens", "2", out=out
     )
     assert result.exit_code == 0, result.output
     outputs = [r["llvm_output"] for r in read_rows(out)]
@@ -190,17 +166,7 @@ def test_per_row_options_come_from_columns_and_flags(tmp_path: Path, server) -> 
 
 def test_dry_run_renders_prompts_counts_rows_sends_nothing(tmp_path: Path, server) -> None:
     source = write_parquet(tmp_path / "in.parquet", prompts_table(12))
-    result = invoke(
-        "run",
-        str(source),
-        "-m",
-        MODEL,
-        "--base-url",
-        server.url,
-        "--dry-run",
-        "--template",
-        "Q: {prompt}",
-    )
+    result = invoke_run(source, server.url, "--dry-run", "--template", "Q: {prompt}")
     assert result.exit_code == 0, result.output
     assert "Q: question 0" in result.output and "Q: question 4" in result.output
     assert "12 rows" in result.output
@@ -210,25 +176,25 @@ def test_dry_run_renders_prompts_counts_rows_sends_nothing(tmp_path: Path, serve
 
 def test_missing_prompt_column_exits_2_naming_it(tmp_path: Path, server) -> None:
     source = write_parquet(tmp_path / "in.parquet", pa.table({"text": ["a"]}))
-    result = invoke("run", str(source), "-m", MODEL, "--base-url", server.url)
+    result = invoke_run(source, server.url)
     assert result.exit_code == 2
     assert "no column 'prompt'" in result.output and "text" in result.output
     assert server.stats.requests == 0
 
 
 def test_unreadable_input_exits_2(tmp_path: Path, server) -> None:
-    result = invoke("run", str(tmp_path / "missing.parquet"), "-m", MODEL, "--base-url", server.url)
+    result = invoke_run(str(tmp_path / "missing.parquet"), server.url)
     assert result.exit_code == 2
     assert "missing.parquet" in result.output
     (tmp_path / "bad.parquet").write_bytes(b"not parquet at all")
-    result = invoke("run", str(tmp_path / "bad.parquet"), "-m", MODEL, "--base-url", server.url)
+    result = invoke_run(str(tmp_path / "bad.parquet"), server.url)
     assert result.exit_code == 2 and "can't read" in result.output
     assert server.stats.requests == 0
 
 
 def test_unknown_model_exits_2_before_any_inference(tmp_path: Path, server) -> None:
     source = write_parquet(tmp_path / "in.parquet", prompts_table(3))
-    result = invoke("run", str(source), "-m", "no-such-model", "--base-url", server.url)
+    result = invoke_run(source, server.url, model="no-such-model")
     assert result.exit_code == 2
     assert "no-such-model" in result.output and "not found" in result.output
     assert server.stats.inference_requests == 0
@@ -238,16 +204,7 @@ def test_summary_json_for_xcom(tmp_path: Path, server) -> None:
     table = pa.table({"prompt": ["a", "", "c"]})
     source = write_parquet(tmp_path / "in.parquet", table)
     summary_path = tmp_path / "summary.json"
-    result = invoke(
-        "run",
-        str(source),
-        "-m",
-        MODEL,
-        "--base-url",
-        server.url,
-        "--summary-json",
-        str(summary_path),
-    )
+    result = invoke_run(source, server.url, "--summary-json", str(summary_path))
     assert result.exit_code == 0, result.output
     summary = json.loads(summary_path.read_text())
     assert (summary["ok"], summary["skipped"], summary["error"], summary["rows"]) == (2, 1, 0, 3)
@@ -280,12 +237,9 @@ def test_empty_input_gives_an_empty_output_with_result_columns(tmp_path: Path, s
 def test_a_finished_output_is_not_redone(tmp_path: Path, server) -> None:
     source = write_parquet(tmp_path / "in.parquet", prompts_table(5))
     out = tmp_path / "out.parquet"
-    assert (
-        invoke("run", str(source), "-o", str(out), "-m", MODEL, "--base-url", server.url).exit_code
-        == 0
-    )
+    assert invoke_run(source, server.url, out=out).exit_code == 0
     sent = server.stats.inference_requests
-    again = invoke("run", str(source), "-o", str(out), "-m", MODEL, "--base-url", server.url)
+    again = invoke_run(source, server.url, out=out)
     assert again.exit_code == 0 and "already_complete" in again.output
     assert server.stats.inference_requests == sent
 
@@ -294,12 +248,10 @@ def test_a_foreign_output_is_not_overwritten_without_overwrite(tmp_path: Path, s
     source = write_parquet(tmp_path / "in.parquet", prompts_table(5))
     out = tmp_path / "out.csv"
     out.write_text("precious\n")
-    result = invoke("run", str(source), "-o", str(out), "-m", MODEL, "--base-url", server.url)
+    result = invoke_run(source, server.url, out=out)
     assert result.exit_code == 2 and "--overwrite" in result.output
     assert out.read_text() == "precious\n"
-    result = invoke(
-        "run", str(source), "-o", str(out), "-m", MODEL, "--base-url", server.url, "--overwrite"
-    )
+    result = invoke_run(source, server.url, "--overwrite", out=out)
     assert result.exit_code == 0 and len(read_rows(out)) == 5
 
 
@@ -318,23 +270,12 @@ def test_sample_data_runs_with_the_local_server(tmp_path: Path) -> None:
 def test_without_a_terminal_progress_is_logged_as_lines(tmp_path: Path, make_server) -> None:
     server = make_server(faults=Faults(latency=0.01))
     source = write_parquet(tmp_path / "in.parquet", prompts_table(60))
-    result = invoke(
-        "run",
-        str(source),
-        "-m",
-        MODEL,
-        "--base-url",
-        server.url,
-        "--concurrency",
-        "2",
-        "--progress-interval",
-        "0.05",
-    )
+    result = invoke_run(source, server.url, "--concurrency", "2", "--progress-interval", "0.05")
     assert result.exit_code == 0, result.output
     lines = [line for line in result.output.splitlines() if line.startswith("llvm-batch: ")]
     assert len(lines) >= 2
     assert "/60 rows" in lines[-1] and "rows/s" in lines[-1] and "breaker closed" in lines[-1]
-    quiet = invoke("run", str(source), "-m", MODEL, "--base-url", server.url, "--overwrite", "-q")
+    quiet = invoke_run(source, server.url, "--overwrite", "-q")
     assert quiet.exit_code == 0 and quiet.output == ""
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 from aiohttp import web
-from batch_support import manifest_parts
+from batch_support import manifest_parts, run_argv
 
 MODEL = "m1"  # the scripted servers' model
 REFERENCE_MODEL = "llvm-model-1"  # the reference server's model
@@ -23,20 +23,8 @@ REFERENCE_MODEL = "llvm-model-1"  # the reference server's model
 
 def run_args(source: Path, out: Path, url: str, *extra: str) -> list[str]:
     """``llvm-batch run`` arguments with fast retries and no progress lines."""
-    return [
-        "run",
-        str(source),
-        "-o",
-        str(out),
-        "-m",
-        MODEL,
-        "--base-url",
-        url,
-        "--retry-delay",
-        "0.001",
-        "--no-progress",
-        *extra,
-    ]
+    fast = ("--retry-delay", "0.001", "--no-progress")
+    return run_argv(source, url, *fast, *extra, out=out, model=MODEL)
 
 
 def by_prompt(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
