@@ -11,7 +11,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 from aiohttp import web
-from batch_support import invoke, prompts_table, read_rows, write_parquet
+from batch_support import invoke, invoke_run, prompts_table, read_rows, write_parquet
 from conftest import Seen
 
 from llvm_batch.batch import run_batch
@@ -128,20 +128,7 @@ def test_connection_refused_throughout_stops_incomplete_exit_3(tmp_path: Path) -
         url = gone.url
     source = write_parquet(tmp_path / "in.parquet", prompts_table(5))
     out = tmp_path / "out.parquet"
-    result = invoke(
-        "run",
-        str(source),
-        "-o",
-        str(out),
-        "-m",
-        MODEL,
-        "--base-url",
-        url,
-        "--max-outage",
-        "0.3",
-        "--retry-delay",
-        "0.01",
-    )
+    result = invoke_run(source, url, "--max-outage", "0.3", "--retry-delay", "0.01", out=out)
     assert result.exit_code == 3, result.output
     assert "incomplete" in result.output and "could not connect" in result.output
     assert not out.exists()
@@ -167,20 +154,7 @@ def test_auth_failure_mid_run_stops_early_exit_3_and_keeps_checkpoint(
     source = write_parquet(tmp_path / "in.parquet", prompts_table(200))
     out = tmp_path / "out.parquet"
     server = scripted_thread(_auth_changes(state))
-    result = invoke(
-        "run",
-        str(source),
-        "-o",
-        str(out),
-        "-m",
-        MODEL,
-        "--base-url",
-        server.url,
-        "--concurrency",
-        "1",
-        "--chunk-size",
-        "5",
-    )
+    result = invoke_run(source, server.url, "--concurrency", "1", "--chunk-size", "5", out=out)
     assert result.exit_code == 3, result.output
     assert "API key was refused" in result.output
     assert state["inference"] < 20  # stopped early, not one 401 per row
@@ -191,9 +165,7 @@ def test_auth_failure_mid_run_stops_early_exit_3_and_keeps_checkpoint(
 def test_auth_refused_before_anything_is_sent_exits_2(tmp_path: Path, make_server) -> None:
     server = make_server(api_key="right-key")
     source = write_parquet(tmp_path / "in.parquet", prompts_table(3))
-    result = invoke(
-        "run", str(source), "-m", MODEL, "--base-url", server.url, env={"LLVM_API_KEY": "wrong-key"}
-    )
+    result = invoke_run(source, server.url, env={"LLVM_API_KEY": "wrong-key"})
     assert result.exit_code == 2
     assert "refused the API key" in result.output
     assert "wrong-key" not in result.output
@@ -205,34 +177,14 @@ def test_api_key_from_environment_and_never_printed(tmp_path: Path, make_server)
     server = make_server(api_key=key)
     source = write_parquet(tmp_path / "in.parquet", prompts_table(4))
     out = tmp_path / "out.csv"
-    result = invoke(
-        "run",
-        str(source),
-        "-o",
-        str(out),
-        "-m",
-        MODEL,
-        "--base-url",
-        server.url,
-        "--debug",
-        env={"LLVM_API_KEY": key},
-    )
+    result = invoke_run(source, server.url, "--debug", out=out, env={"LLVM_API_KEY": key})
     assert result.exit_code == 0, result.output
     assert key not in result.output
     assert key not in out.read_text()
     key_file = tmp_path / "key.txt"
     key_file.write_text(key + "\n")
-    result = invoke(
-        "run",
-        str(source),
-        "-o",
-        str(tmp_path / "o2.parquet"),
-        "-m",
-        MODEL,
-        "--base-url",
-        server.url,
-        "--api-key-file",
-        str(key_file),
+    result = invoke_run(
+        source, server.url, "--api-key-file", str(key_file), out=tmp_path / "o2.parquet"
     )
     assert result.exit_code == 0, result.output
 

@@ -15,7 +15,7 @@ from batch_support import (
     cli_command,
     committed_rows,
     comparable,
-    invoke,
+    invoke_run,
     prompts_table,
     read_rows,
     write_parquet,
@@ -97,7 +97,7 @@ def test_kill_9_mid_run_then_resume_equals_an_uninterrupted_run(
     sent_before = server.stats.inference_requests
     assert 0 < done_before < rows and len(committed) == done_before
 
-    result = invoke("run", str(source), "-o", str(out), "-m", MODEL, "--base-url", server.url)
+    result = invoke_run(source, server.url, out=out)
 
     assert result.exit_code == 0, result.output
     assert comparable(read_rows(out)) == comparable(read_rows(expected_out))
@@ -134,7 +134,7 @@ def test_signal_flushes_keeps_checkpoint_exits_and_resumes(
     sent = server.stats.inference_requests
     assert sent - done <= 4 + 16 + 4  # what was in flight when the signal came, no more
 
-    result = invoke("run", str(source), "-o", str(out), "-m", MODEL, "--base-url", server.url)
+    result = invoke_run(source, server.url, out=out)
     assert result.exit_code == 0, result.output
     assert [r["id"] for r in read_rows(out)] == list(range(rows))
     assert server.stats.inference_requests - sent == rows - done
@@ -158,32 +158,19 @@ def _partial_checkpoint(tmp_path: Path, make_server) -> tuple[Path, Path, object
 def test_changed_input_refuses_to_resume_unless_overwrite(tmp_path: Path, make_server) -> None:
     source, out, server = _partial_checkpoint(tmp_path, make_server)
     write_parquet(source, prompts_table(201))
-    result = invoke("run", str(source), "-o", str(out), "-m", MODEL, "--base-url", server.url)
+    result = invoke_run(source, server.url, out=out)
     assert result.exit_code == 2
     assert "different input" in result.output and "--overwrite" in result.output
-    result = invoke(
-        "run", str(source), "-o", str(out), "-m", MODEL, "--base-url", server.url, "--overwrite"
-    )
+    result = invoke_run(source, server.url, "--overwrite", out=out)
     assert result.exit_code == 0, result.output
     assert len(read_rows(out)) == 201
 
 
 def test_changed_options_refuse_to_resume(tmp_path: Path, make_server) -> None:
     source, out, server = _partial_checkpoint(tmp_path, make_server)
-    result = invoke(
-        "run",
-        str(source),
-        "-o",
-        str(out),
-        "-m",
-        MODEL,
-        "--base-url",
-        server.url,
-        "--template",
-        "X {prompt}",
-    )
+    result = invoke_run(source, server.url, "--template", "X {prompt}", out=out)
     assert result.exit_code == 2 and "different options" in result.output
-    result = invoke("run", str(source), "-o", str(out), "-m", MODEL, "--base-url", server.url)
+    result = invoke_run(source, server.url, out=out)
     assert result.exit_code == 0, result.output
 
 
@@ -193,7 +180,7 @@ def test_a_part_written_but_not_in_the_manifest_is_ignored(tmp_path: Path, make_
     listed = json.loads((staging / "manifest.json").read_text())["parts"]
     orphan = staging / "part-00000999-0000.parquet"
     orphan.write_bytes((staging / listed[0]["file"]).read_bytes())  # a crash before the manifest
-    result = invoke("run", str(source), "-o", str(out), "-m", MODEL, "--base-url", server.url)
+    result = invoke_run(source, server.url, out=out)
     assert result.exit_code == 0, result.output
     assert [r["id"] for r in read_rows(out)] == list(range(200))
 
@@ -211,9 +198,7 @@ def test_retry_errors_reruns_only_failed_rows(tmp_path: Path, make_server) -> No
     server.set_faults(error_rate=0.0)
     server.server.reset_stats()
 
-    result = invoke(
-        "run", str(source), "-o", str(out), "-m", MODEL, "--base-url", server.url, "--retry-errors"
-    )
+    result = invoke_run(source, server.url, "--retry-errors", out=out)
 
     assert result.exit_code == 0, result.output
     after = read_rows(out)

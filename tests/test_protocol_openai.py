@@ -14,7 +14,7 @@ import openai
 import pandas as pd
 import pytest
 from aiohttp import web
-from batch_support import invoke, prompts_table, read_rows, write_parquet
+from batch_support import invoke, invoke_run, prompts_table, read_rows, write_parquet
 
 import llvm_batch  # noqa: F401  (registers df.llvm)
 from llvm_batch import AsyncLLVMClient, LLVMClient
@@ -247,9 +247,9 @@ def test_the_protocol_comes_from_the_argument_then_the_environment(monkeypatch) 
 
 def test_a_bad_protocol_exits_2_before_anything_is_sent(tmp_path: Path, server, monkeypatch):
     source = write_parquet(tmp_path / "in.parquet", prompts_table(3))
-    flag = invoke("run", str(source), "-m", MODEL, "--base-url", server.url, "--protocol", "x")
+    flag = invoke_run(source, server.url, "--protocol", "x")
     monkeypatch.setenv("LLVM_PROTOCOL", "soap")
-    env = invoke("run", str(source), "-m", MODEL, "--base-url", server.url)
+    env = invoke_run(source, server.url)
 
     assert flag.exit_code == 2 and "'x' is not one of" in flag.output
     assert env.exit_code == 2 and "got 'soap' (from LLVM_PROTOCOL)" in env.output
@@ -296,18 +296,13 @@ def test_changing_the_protocol_refuses_to_resume_a_checkpoint(tmp_path: Path, ma
         progress=False,
     )
     assert stopped.exit_code == 3
-    result = invoke(
-        "run",
-        str(source),
-        "-o",
-        str(tmp_path / "again.parquet"),
-        "-m",
-        MODEL,
+    result = invoke_run(
+        source,
+        openai_server.url,
         "--protocol",
         "openai",
-        "--base-url",
-        openai_server.url,
         "--no-progress",
+        out=tmp_path / "again.parquet",
     )
     assert result.exit_code == 2, result.output
     assert "--overwrite" in result.output
@@ -321,20 +316,15 @@ def test_token_columns_totals_and_a_visible_length_finish(tmp_path: Path, server
     source = write_parquet(tmp_path / "in.parquet", prompts_table(6, empty_every=3))
     summary_path = tmp_path / "summary.json"
 
-    result = invoke(
-        "run",
-        str(source),
-        "-o",
-        str(tmp_path / "out.parquet"),
-        "-m",
-        MODEL,
-        "--base-url",
+    result = invoke_run(
+        source,
         server.url,
         "--max-tokens",
         "3",
         "--no-progress",
         "--summary-json",
         str(summary_path),
+        out=tmp_path / "out.parquet",
     )
 
     assert result.exit_code == 0, result.output
