@@ -22,6 +22,12 @@ class Finite(click.FloatRange):
             self.fail(f"{value!r} is not a finite number", param, ctx)
         return number
 
+    def _describe_range(self) -> str:
+        # click words a range without bounds "x<=None" in --help: say nothing instead.
+        if self.min is None and self.max is None:
+            return ""
+        return super()._describe_range()
+
 
 def json_object(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
     """Callback of an option that takes a JSON object (``--params``); None stays None."""
