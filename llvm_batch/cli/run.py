@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -13,7 +10,6 @@ import click
 from ..batch import run_batch
 from ..batch.sinks import atomic_write_bytes
 from ..errors import InputError
-from ..options import DEFAULT_PROTOCOL, ENV_PROTOCOL, parse_protocol
 from .bundles import (
     checkpoint_options,
     output_options,
@@ -23,6 +19,7 @@ from .bundles import (
 )
 from .common import UsageFailure, read_key_file, server_options, setup_logging
 from .jobfile import load_job_file
+from .local import server_url
 
 
 @click.command()
@@ -68,7 +65,13 @@ def run(
     options["api_key"] = read_key_file(api_key_file)
     options["max_response_bytes"] = max(1, int(options.pop("max_response_mb") * 2**20))
     output = options.pop("output")
-    with server_url(local_server, options.pop("base_url"), options) as base_url:
+    server = server_url(
+        local_server,
+        options.pop("base_url"),
+        protocol=options["protocol"],
+        dry_run=options["dry_run"],
+    )
+    with server as base_url:
         try:
             summary = run_batch(input_path, output, base_url=base_url, **options)
         except (InputError, ValueError) as exc:
@@ -82,40 +85,3 @@ def run(
     if summary_path:
         atomic_write_bytes(summary_path, summary.to_json().encode())
     sys.exit(summary.exit_code)
-
-
-@contextmanager
-def server_url(
-    local_server: bool, base_url: str | None, options: dict[str, Any]
-) -> Iterator[str | None]:
-    """The base URL to run against, for the length of the block.
-
-    ``--base-url``, or with ``--local-server`` the bundled reference server's: started on a
-    free loopback port, stopped when the block ends, however it ends.
-    """
-    if not local_server:
-        yield base_url
-        return
-    if base_url is not None:
-        raise UsageFailure(
-            "--local-server runs the bundled reference server on a free loopback port; "
-            "drop --base-url (or base-url in the --config file) to use it"
-        )
-    if options["dry_run"]:  # nothing is sent, so nothing needs to answer
-        yield None
-        return
-    wire = "llvm" if protocol_in_use(options["protocol"]) == DEFAULT_PROTOCOL else "openai"
-    from ..server import ServerThread  # aiohttp, only when a local server runs
-
-    with ServerThread(protocol=wire) as server:
-        yield server.url
-
-
-def protocol_in_use(protocol: str | None) -> str:
-    """``--protocol``, else ``$LLVM_PROTOCOL``, else llvm; a bad value exits 2."""
-    if protocol is not None:
-        return parse_protocol(protocol)
-    try:
-        return parse_protocol(os.environ.get(ENV_PROTOCOL) or DEFAULT_PROTOCOL)
-    except ValueError as exc:
-        raise UsageFailure(f"{exc} (from {ENV_PROTOCOL})") from None
