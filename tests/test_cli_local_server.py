@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -102,3 +104,23 @@ def test_a_dry_run_with_the_local_server_sends_nothing(source: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "question 0" in result.output
     assert not out.exists() and server_threads() == 0
+
+
+def test_the_server_is_imported_only_when_a_local_server_starts(source: Path) -> None:
+    dry_run = ["run", str(source), "--local-server", "--dry-run"]
+    code = f"""
+import sys
+from llvm_batch.cli import main
+for args in (["--help"], ["run", "--help"], {dry_run!r}):
+    try:
+        main(args)
+    except SystemExit:
+        pass
+    print("imported:", "aiohttp" in sys.modules, "llvm_batch.server" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("imported:")]
+    assert len(lines) == 3, done.stdout + done.stderr
+    assert lines[0] == "imported: False False"  # llvm-batch --help
+    assert lines[1].endswith(" False")  # run --help: the client maybe, not the server
+    assert lines[2].endswith(" False")  # a dry run sends nothing, so no server starts
