@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Unpack
 
 from . import codec, protocol
 from .attempt import Outcome, Verdict, circuit_open, classify, next_step, refused_for_room
@@ -28,20 +28,8 @@ from .errors import (
     RateLimitError,
     safe_url,
 )
-from .options import (
-    DEFAULT_MAX_CONCURRENT_REQUESTS,
-    DEFAULT_MAX_RETRIES,
-    DEFAULT_QUEUE_SIZE,
-    DEFAULT_RETRY_DELAY,
-    DEFAULT_TIMEOUT,
-    BreakerConfig,
-    ClientConfig,
-    Limits,
-    Priority,
-    resolve_config,
-)
+from .options import ClientConfig, ClientSettings, Priority, resolve_config
 from .protocol import WireProtocol, get_protocol
-from .retry import RetryPolicy
 from .scheduler import Scheduler
 from .transport import Transport
 
@@ -81,63 +69,37 @@ class AsyncLLVMClient:
         default_model: str | None = None,
         *,
         metadata: Mapping[str, Any] | None = None,
-        max_concurrent_requests: Limits | int | str = DEFAULT_MAX_CONCURRENT_REQUESTS,
-        max_retries: int = DEFAULT_MAX_RETRIES,
-        retry_delay: float = DEFAULT_RETRY_DELAY,
-        max_retry_delay: float | None = None,
-        retry_jitter: bool = True,
-        queue_size: int = DEFAULT_QUEUE_SIZE,
-        timeout: float | None = DEFAULT_TIMEOUT,
-        max_rps: float | None = None,
-        max_response_bytes: int | None = None,
-        debug: bool = False,
-        breaker: BreakerConfig | Mapping[str, Any] | bool | None = True,
+        config: ClientConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         wall_clock: Callable[[], float] = time.time,
         random: Callable[[], float] = _random.random,
-        protocol: str | None = None,
+        **settings: Unpack[ClientSettings],
     ) -> None:
-        self.config: ClientConfig = resolve_config(
-            base_url=base_url,
-            protocol=protocol,
-            api_key=api_key,
-            default_model=default_model,
-            metadata=metadata,
-            breaker=breaker,
-            max_concurrent_requests=max_concurrent_requests,
-            max_retries=max_retries,
-            retry_delay=retry_delay,
-            max_retry_delay=max_retry_delay,
-            retry_jitter=retry_jitter,
-            queue_size=queue_size,
-            timeout=timeout,
-            max_rps=max_rps,
-            max_response_bytes=max_response_bytes,
-            debug=debug,
-        )
+        """Settings come as keywords (:class:`~llvm_batch.options.ClientSettings`), resolved
+        with ``metadata`` and the ``LLVM_*`` environment; or as one finished ``config``."""
+        if config is None:
+            config = resolve_config(
+                base_url=base_url,
+                api_key=api_key,
+                default_model=default_model,
+                metadata=metadata,
+                **settings,
+            )
+        elif settings or metadata or base_url or api_key or default_model:
+            raise TypeError("pass either config= or settings, not both")
+        self.config: ClientConfig = config
         #: The wire protocol (``config.protocol``): every call is built and read through it.
-        self.protocol: WireProtocol = get_protocol(self.config.protocol)
-        self._transport = Transport(self.config, wall_clock, self.protocol)
+        self.protocol: WireProtocol = get_protocol(config.protocol)
+        self._transport = Transport(config, wall_clock, self.protocol)
         self._clock = clock
         self._sleep = sleep
         self._wall_clock = wall_clock
         self._random = random
-        self._policy = RetryPolicy(
-            max_retries=self.config.max_retries,
-            delay=self.config.retry_delay,
-            max_delay=self.config.max_retry_delay,
-            jitter=self.config.retry_jitter,
-        )
-        self._scheduler = Scheduler(
-            self.config.limits,
-            self.config.queue_size,
-            max_rps=self.config.max_rps,
-            clock=clock,
-            sleep=sleep,
-        )
-        self._breaker = CircuitBreaker(self.config.breaker, clock) if self.config.breaker else None
-        self._debug = self.config.debug
+        self._policy = config.retry
+        self._scheduler = Scheduler(config.limits, clock=clock, sleep=sleep)
+        self._breaker = CircuitBreaker(config.breaker, clock) if config.breaker else None
+        self._debug = config.debug
         self.retry_count = 0
 
     def __repr__(self) -> str:
@@ -165,13 +127,7 @@ class AsyncLLVMClient:
 
     def resolve_model(self, model_id: str | None) -> str:
         """``model_id``, else the default model; a clear ValueError when there is neither."""
-        model = model_id or self.config.default_model
-        if not model:
-            raise ValueError(
-                "no model given: pass a model id, or set default_model= "
-                "(or metadata['llvm_default_model'] or the LLVM_DEFAULT_MODEL variable)"
-            )
-        return model
+        return self.config.model(model_id)
 
     # -- state ---------------------------------------------------------------------------
 
@@ -238,9 +194,7 @@ class AsyncLLVMClient:
 
     # -- protocol operations -------------------------------------------------------------
 
-    async def list_models(
-        self, *, priority: Priority | str = Priority.NORMAL
-    ) -> dict[str, Any]:
+    async def list_models(self, *, priority: Priority | str = Priority.NORMAL) -> dict[str, Any]:
         """The server's answer to list models, as it came: ``{"models": [...]}`` (LLVM),
         ``{"data": [{"id": ...}]}`` (OpenAI). :meth:`model_ids` gives the ids alone."""
         return dict((await self.send(self.protocol.list_models(), priority=priority)).result())

@@ -104,7 +104,7 @@ def imports_of(path: Path) -> set[str]:
 
 
 BASE_AND_POLICY = {
-    "options": set(),
+    "options": {".retry"},
     "errors": set(),
     "retry": {".errors"},
     "breaker": {".attempt", ".options"},

@@ -21,12 +21,11 @@ from ..errors import InputError
 from ..options import (
     DEFAULT_MAX_OUTAGE,
     DEFAULT_MAX_RESPONSE_BYTES,
-    DEFAULT_MAX_RETRIES,
-    DEFAULT_RETRY_DELAY,
     DEFAULT_TIMEOUT,
     ENV_DEFAULT_MODEL,
     Limits,
 )
+from ..retry import DEFAULT_MAX_RETRIES, DEFAULT_RETRY_DELAY
 from .common import UsageFailure, read_key_file, server_options, setup_logging
 from .jobfile import load_job_file
 
@@ -255,7 +254,15 @@ def run(input_path: str | None, api_key_file: str | None, **options: Any) -> Non
     options["api_key"] = read_key_file(api_key_file)
     options["max_response_bytes"] = max(1, int(options.pop("max_response_mb") * 2**20))
     try:
-        summary = run_batch(input_path, options.pop("output"), **options)
+        if options.pop("local_server"):  # TEMP: replaced by the CLI bundle work
+            from ..server import ReferenceServer, ServerThread
+
+            wire = "llvm" if (options["protocol"] or "llvm") == "llvm" else "openai"
+            with ServerThread(ReferenceServer(protocol=wire)) as server:
+                options["base_url"] = server.url
+                summary = run_batch(input_path, options.pop("output"), **options)
+        else:
+            summary = run_batch(input_path, options.pop("output"), **options)
     except (InputError, ValueError) as exc:
         raise UsageFailure(str(exc)) from None
     if summary.preview:

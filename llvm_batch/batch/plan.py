@@ -1,0 +1,95 @@
+"""What a batch run will do, decided before anything is sent.
+
+:func:`plan_run` reads what it must (the input's schema; its content hash) and checks
+everything that can be checked; the :class:`RunPlan` it returns is a frozen value with no I/O
+of its own, which the runner executes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from ..errors import InputError
+from ..options import ENV_DEFAULT_MODEL
+from .config import BatchOptions
+from .layout import plan_columns
+from .prompts import PromptSpec
+from .sinks import default_output
+from .sources import Source, detect_format, local_path
+from .target import check_target
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """The run's source, prompts, columns, model and fingerprint.
+
+    ``fingerprint`` names the input's content and every option that shapes the output: a
+    checkpoint or a finished output belongs to this run only if theirs is equal. A dry run
+    has neither model nor fingerprint (empty).
+    """
+
+    input_path: str
+    output_path: str
+    output_format: str
+    source: Source
+    spec: PromptSpec
+    input_columns: list[str]
+    input_schema: pa.Schema
+    output_schema: pa.Schema
+    model: str
+    fingerprint: dict[str, Any]
+
+    @property
+    def key_prefix(self) -> str:
+        """The start of every row's idempotency key: the same job sends the same keys."""
+        encoded = json.dumps(self.fingerprint, sort_keys=True).encode()
+        return hashlib.sha256(encoded).hexdigest()[:16]
+
+
+def output_path_for(input_path: str, output_path: str | None) -> str:
+    """The output: the one given, else the input's stem + ``.llvm.parquet``."""
+    return str(output_path) if output_path else default_output(str(input_path))
+
+
+def plan_run(input_path: str, output_path: str | None, opts: BatchOptions) -> RunPlan:
+    """The plan of a run of ``opts`` from ``input_path``; an :class:`InputError` for anything
+    that can't work. Blocking: it reads the input's schema and hashes its content."""
+    output = output_path_for(input_path, output_path)
+    output_format = detect_format(output, opts.output_format)
+    spec = opts.prompt_spec()
+    source_path = output if opts.retry_errors else str(input_path)
+    if opts.retry_errors and not os.path.exists(local_path(source_path)):
+        raise InputError(f"--retry-errors needs an existing output; {source_path!r} is missing")
+    source = Source(
+        source_path,
+        output_format if opts.retry_errors else opts.input_format,
+        string_columns=spec.text_columns(),
+    )
+    source.prescan()
+    columns = plan_columns(source.schema, source.path, opts.prefix, opts.retry_errors)
+    spec.check(source.schema)
+    check_target(str(input_path), output, output_format, summary_json=opts.summary_json)
+    model, fingerprint = "", {}
+    if not opts.dry_run:
+        model = opts.model or ""
+        if not model:
+            raise InputError(f"no model given: pass --model or set {ENV_DEFAULT_MODEL}")
+        fingerprint = {"input": source.fingerprint(), "options": opts.shaping()}
+    return RunPlan(
+        input_path=str(input_path),
+        output_path=output,
+        output_format=output_format,
+        source=source,
+        spec=spec,
+        input_columns=columns.input_columns,
+        input_schema=columns.input_schema,
+        output_schema=columns.output_schema,
+        model=model,
+        fingerprint=fingerprint,
+    )
