@@ -1,9 +1,8 @@
-"""AsyncLLVMClient: the one engine that talks to an inference server (LLVM or OpenAI protocol).
+"""AsyncLLVMClient: the protocol operations (models, inference, chat, ping) over one engine.
 
-Each call goes: scheduler slot (priority, adaptive concurrency, pacing) -> breaker check ->
-one HTTP attempt (:class:`~llvm_batch.transport.Transport`, the aiohttp side) -> the outcome,
-judged once (:func:`~llvm_batch.attempt.classify`), to the limiter and the breaker -> the next
-step (:func:`~llvm_batch.attempt.next_step`) -> backoff sleep without a slot.
+The client builds each call through its wire protocol (LLVM or OpenAI) and reads the answer;
+the :class:`~llvm_batch.engine.Engine` takes every call to the wire and back (queue, limit,
+breaker, retries).
 """
 
 from __future__ import annotations
@@ -12,28 +11,17 @@ import asyncio
 import dataclasses
 import random as _random
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Unpack
 
-from . import codec, protocol
-from .attempt import Outcome, Verdict, circuit_open, classify, next_step, refused_for_room
-from .breaker import CircuitBreaker
-from .debuglog import debug_log
-from .errors import (
-    CircuitOpenError,
-    LLVMError,
-    QueueFullError,
-    RateLimitError,
-    safe_url,
-)
+from . import protocol
+from .attempt import Outcome
+from .engine import Engine, Sleep
+from .errors import LLVMError, safe_url
 from .options import ClientConfig, ClientSettings, Priority, resolve_config
 from .protocol import WireProtocol, get_protocol
-from .scheduler import Scheduler
-from .transport import Transport
-
-Sleep = Callable[[float], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -91,16 +79,35 @@ class AsyncLLVMClient:
         self.config: ClientConfig = config
         #: The wire protocol (``config.protocol``): every call is built and read through it.
         self.protocol: WireProtocol = get_protocol(config.protocol)
-        self._transport = Transport(config, wall_clock, self.protocol)
+        self._engine = Engine(
+            config, self.protocol, clock=clock, sleep=sleep, wall_clock=wall_clock, random=random
+        )
+        self._transport = self._engine.transport
+        self._scheduler = self._engine.scheduler
+        self._breaker = self._engine.breaker
         self._clock = clock
-        self._sleep = sleep
         self._wall_clock = wall_clock
-        self._random = random
-        self._policy = config.retry
-        self._scheduler = Scheduler(config.limits, clock=clock, sleep=sleep)
-        self._breaker = CircuitBreaker(config.breaker, clock) if config.breaker else None
-        self._debug = config.debug
-        self.retry_count = 0
+
+    @property
+    def retry_count(self) -> int:
+        """Attempts that were retries (counted once they really went out)."""
+        return self._engine.retry_count
+
+    async def send(
+        self,
+        call: protocol.Call,
+        *,
+        priority: Priority | str = Priority.NORMAL,
+        idempotency_key: str | None = None,
+        retry: bool = True,
+    ) -> Outcome:
+        """Make ``call`` with queueing, breaker and retries; the error, if any, is returned.
+
+        Raises only :class:`QueueFullError` (nothing was sent) and cancellation.
+        """
+        return await self._engine.send(
+            call, Priority.parse(priority), idempotency_key=idempotency_key, retry=retry
+        )
 
     def __repr__(self) -> str:
         key = "set" if self._transport.api_key else "unset"
@@ -284,9 +291,9 @@ class AsyncLLVMClient:
             _, status = await self._transport.exchange(call, None, None)
         except LLVMError as exc:
             what = f"giving up ({exc.error_type})"
-            self._log(call, exc.status, (self._clock() - started) * 1000, what)
+            self._engine.log(call, exc.status, (self._clock() - started) * 1000, what)
             raise exc.with_traceback(None) from None
-        self._log(call, status, (self._clock() - started) * 1000, "ok")
+        self._engine.log(call, status, (self._clock() - started) * 1000, "ok")
 
     async def test_endpoint(self) -> bool:
         """True when the server answers a list-models request (one attempt, no retries)."""
@@ -295,109 +302,6 @@ class AsyncLLVMClient:
         except LLVMError:
             return False
         return True
-
-    # -- the engine ----------------------------------------------------------------------
-
-    async def send(
-        self,
-        call: protocol.Call,
-        *,
-        priority: Priority | str = Priority.NORMAL,
-        idempotency_key: str | None = None,
-        retry: bool = True,
-    ) -> Outcome:
-        """Make ``call`` with queueing, breaker and retries; the error, if any, is returned.
-
-        Raises only :class:`QueueFullError` (nothing was sent) and cancellation.
-        """
-        level = Priority.parse(priority)
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
-        data = None if call.body is None else codec.dumps(call.body)  # once, for every attempt
-        outcome = Outcome()
-        started = self._clock()
-        while True:
-            error, elapsed = await self._attempt(call, data, headers, level, outcome)
-            if error is None:  # the usual case, kept short
-                outcome.error = None
-                self._log(call, outcome.http_status, elapsed * 1000, "ok")
-                break
-            if isinstance(error, CircuitOpenError):  # refused before it went out
-                outcome.error = error
-                break
-            if isinstance(error, RateLimitError) and error.retry_after:
-                # The server asked the client, not one request, to wait (bounded, like any wait).
-                pause = min(error.retry_after, self._policy.max_delay)
-                self._scheduler.pause_until(self._clock() + pause)
-            step = next_step(
-                self._policy, outcome.attempts, error, retry, self._random(), outcome.overloaded
-            )
-            self._log(call, outcome.http_status, elapsed * 1000, step.reason)
-            if step.wait is None:
-                outcome.error = error.with_attempts(outcome.attempts)
-                break
-            outcome.error = error.with_attempts(outcome.attempts, self._wall_clock() + step.wait)
-            if step.wait:
-                await self._sleep(step.wait)
-                outcome.retry_wait_s += step.wait
-        outcome.latency_ms = (self._clock() - started) * 1000
-        return outcome
-
-    async def _attempt(
-        self,
-        call: protocol.Call,
-        data: bytes | None,
-        headers: dict[str, str] | None,
-        level: Priority,
-        outcome: Outcome,
-    ) -> tuple[LLVMError | None, float]:
-        """One attempt in a slot: its error (None when sound) and how long it took."""
-        scheduler = self._scheduler
-        if not scheduler.try_acquire(level):
-            try:
-                await scheduler.acquire(level, admitted=outcome.attempts > 0)
-            except QueueFullError as exc:
-                raise exc.replace(operation=call.operation, model=call.model) from None
-        if self._breaker is not None and not self._breaker.allow():
-            scheduler.release()
-            retry_in, now = self._breaker.retry_in(), self._wall_clock()
-            return circuit_open(call.operation, call.model, outcome, retry_in, now), 0.0
-        self.retry_count += outcome.attempts > 0  # counted once it really goes out
-        outcome.attempts += 1
-        sent_at = self._clock()
-        try:
-            outcome.value, outcome.http_status = await self._transport.exchange(call, data, headers)
-            error = None
-        except LLVMError as exc:
-            # Drop the attempt's frames: their locals hold raw answers, which may echo the API
-            # key into any traceback printed with locals.
-            error = exc.with_traceback(None)
-            outcome.http_status = exc.status
-        except BaseException:
-            scheduler.release()
-            if self._breaker is not None:
-                self._breaker.record_neutral()
-            raise
-        elapsed = self._clock() - sent_at
-        if error is None:
-            verdict = Verdict.SUCCESS
-        else:
-            verdict = classify(error, fast=scheduler.limiter.is_fast(elapsed))
-            outcome.overloaded = refused_for_room(error, verdict)
-        scheduler.release(verdict, sent_at=sent_at, elapsed=elapsed)
-        if self._breaker is not None and self._breaker.record(verdict):
-            scheduler.limiter.restart()  # the server was down: the limit starts from the bottom
-        return error, elapsed
-
-    def _log(self, call: protocol.Call, status: int | None, duration_ms: float, what: str) -> None:
-        if self._debug:
-            debug_log(
-                "%s %s -> %s in %.1f ms; %s",
-                call.method,
-                call.path,
-                status if status is not None else "no answer",
-                duration_ms,
-                what,
-            )
 
 
 def _options(

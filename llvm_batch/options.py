@@ -329,6 +329,22 @@ def _breaker_config(
     return BreakerConfig(**dict(breaker))
 
 
+def _protocol(given: str | None, meta: Mapping[str, Any], env: Mapping[str, str]) -> str:
+    """The protocol's canonical name; a bad one says where it came from."""
+    sources = (
+        (given, ""),
+        (meta.get("llvm_protocol"), "metadata"),
+        (env.get(ENV_PROTOCOL), ENV_PROTOCOL),
+    )
+    for value, source in sources:
+        if value is not None and value != "":
+            try:
+                return parse_protocol(value)
+            except ValueError as exc:
+                raise ValueError(f"{exc} (from {source})" if source else str(exc)) from None
+    return DEFAULT_PROTOCOL
+
+
 def resolve_config(
     *,
     base_url: str | None = None,
@@ -363,8 +379,7 @@ def resolve_config(
         default_model=_first(
             default_model, meta.get("llvm_default_model"), env.get(ENV_DEFAULT_MODEL)
         ),
-        protocol=_first(settings.get("protocol"), meta.get("llvm_protocol"), env.get(ENV_PROTOCOL))
-        or DEFAULT_PROTOCOL,
+        protocol=_protocol(settings.get("protocol"), meta, env),
         retry=retry,
         limits=limits,
         breaker=_breaker_config(settings.get("breaker", True)),
