@@ -6,8 +6,8 @@ from typing import Any
 
 from ..sync import run_sync
 from .config import BatchOptions
+from .plan import default_output
 from .runner import BatchRun
-from .sinks import default_output
 from .summary import RunSummary
 
 

@@ -20,8 +20,7 @@ from ..options import ENV_DEFAULT_MODEL
 from .config import BatchOptions
 from .layout import plan_columns
 from .prompts import PromptSpec
-from .sinks import default_output
-from .sources import Source, detect_format, local_path
+from .sources import Source, detect_format, is_url, local_path
 from .target import check_target
 
 
@@ -50,6 +49,17 @@ class RunPlan:
         """The start of every row's idempotency key: the same job sends the same keys."""
         encoded = json.dumps(self.fingerprint, sort_keys=True).encode()
         return hashlib.sha256(encoded).hexdigest()[:16]
+
+
+def default_output(input_path: str) -> str:
+    """``<stem>.llvm.parquet`` beside a local input (in the working directory for a URL)."""
+    name = input_path.rstrip("/").rsplit("/", 1)[-1]
+    for ext in (".gz", ".bz2", ".zst", ".xz"):
+        name = name.removesuffix(ext)
+    stem = os.path.splitext(name)[0] or "output"
+    if is_url(input_path):
+        return f"{stem}.llvm.parquet"
+    return os.path.join(os.path.dirname(local_path(input_path)), f"{stem}.llvm.parquet")
 
 
 def output_path_for(input_path: str, output_path: str | None) -> str:

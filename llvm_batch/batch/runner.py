@@ -23,7 +23,6 @@ from .plan import RunPlan, output_path_for, plan_run
 from .prompts import Request
 from .pump import RowPump
 from .signals import Interrupts, on_stop_signals
-from .sinks import OutputWriter, WriteInterrupted, write_output
 from .sources import local_path
 from .summary import (
     ALREADY_DONE,
@@ -35,6 +34,7 @@ from .summary import (
     RunSummary,
 )
 from .target import finished_rows, output_compression
+from .writers import OutputWriter, WriteInterrupted, write_output
 
 PREVIEW_ROWS = 5
 

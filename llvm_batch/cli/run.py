@@ -16,7 +16,7 @@ from ..batch.config import (
     DEFAULT_FLUSH_INTERVAL,
     DEFAULT_PROGRESS_INTERVAL,
 )
-from ..batch.sinks import atomic_write_bytes
+from ..batch.durable import atomic_write_bytes
 from ..errors import InputError
 from ..options import (
     DEFAULT_MAX_OUTAGE,
