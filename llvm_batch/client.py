@@ -12,33 +12,16 @@ import dataclasses
 import random as _random
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Unpack
 
 from . import protocol
 from .attempt import Outcome
+from .engine import ClientStats as ClientStats
 from .engine import Engine, Sleep
 from .errors import LLVMError, safe_url
 from .options import ClientConfig, ClientSettings, Priority, resolve_config
 from .protocol import WireProtocol, get_protocol
-
-
-@dataclass(frozen=True)
-class ClientStats:
-    """A snapshot of the client's queue, in-flight requests, concurrency limit and breaker.
-
-    ``concurrency_limit`` is the adaptive limit now, at most ``concurrency_ceiling``.
-    """
-
-    queue_depth: int
-    active_requests: int
-    breaker_state: str
-    request_count: int
-    retries: int
-    max_active_seen: int
-    concurrency_limit: int = 0
-    concurrency_ceiling: int = 0
 
 
 class AsyncLLVMClient:
@@ -169,16 +152,7 @@ class AsyncLLVMClient:
 
     def stats(self) -> ClientStats:
         """A snapshot of queue depth, active requests, the concurrency limit, breaker, counters."""
-        return ClientStats(
-            queue_depth=self.queue_depth,
-            active_requests=self.active_requests,
-            breaker_state=self.breaker_state,
-            request_count=self.request_count,
-            retries=self.retry_count,
-            max_active_seen=self._scheduler.max_active_seen,
-            concurrency_limit=self._scheduler.limit,
-            concurrency_ceiling=self._scheduler.max_concurrent,
-        )
+        return self._engine.stats()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -285,15 +259,7 @@ class AsyncLLVMClient:
         Checking the endpoint is what a user does while the breaker is open, so the breaker
         neither refuses it nor counts it.
         """
-        call = self.protocol.list_models()
-        started = self._clock()
-        try:
-            _, status = await self._transport.exchange(call, None, None)
-        except LLVMError as exc:
-            what = f"giving up ({exc.error_type})"
-            self._engine.log(call, exc.status, (self._clock() - started) * 1000, what)
-            raise exc.with_traceback(None) from None
-        self._engine.log(call, status, (self._clock() - started) * 1000, "ok")
+        await self._engine.once(self.protocol.list_models())
 
     async def test_endpoint(self) -> bool:
         """True when the server answers a list-models request (one attempt, no retries)."""

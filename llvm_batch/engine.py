@@ -12,6 +12,7 @@ import asyncio
 import random as _random
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from . import codec, protocol
 from .attempt import Outcome, Verdict, circuit_open, classify, next_step, refused_for_room
@@ -24,6 +25,23 @@ from .scheduler import Scheduler
 from .transport import Transport
 
 Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ClientStats:
+    """A snapshot of the client's queue, in-flight requests, concurrency limit and breaker.
+
+    ``concurrency_limit`` is the adaptive limit now, at most ``concurrency_ceiling``.
+    """
+
+    queue_depth: int
+    active_requests: int
+    breaker_state: str
+    request_count: int
+    retries: int
+    max_active_seen: int
+    concurrency_limit: int = 0
+    concurrency_ceiling: int = 0
 
 
 class Engine:
@@ -49,6 +67,32 @@ class Engine:
         self._wall_clock = wall_clock
         self._random = random
         self.retry_count = 0
+
+    def stats(self) -> ClientStats:
+        """A snapshot of the queue, the requests in flight, the limit, the breaker, counters."""
+        scheduler = self.scheduler
+        return ClientStats(
+            queue_depth=scheduler.queue_depth,
+            active_requests=scheduler.active,
+            breaker_state=str(self.breaker.state) if self.breaker else "disabled",
+            request_count=self.transport.request_count,
+            retries=self.retry_count,
+            max_active_seen=scheduler.max_active_seen,
+            concurrency_limit=scheduler.limit,
+            concurrency_ceiling=scheduler.max_concurrent,
+        )
+
+    async def once(self, call: protocol.Call) -> None:
+        """Make ``call`` once, past the queue and the breaker (neither counts it); raise the
+        :class:`LLVMError` met, or return when the server answered."""
+        started = self._clock()
+        try:
+            _, status = await self.transport.exchange(call, None, None)
+        except LLVMError as exc:
+            what = f"giving up ({exc.error_type})"
+            self.log(call, exc.status, (self._clock() - started) * 1000, what)
+            raise exc.with_traceback(None) from None
+        self.log(call, status, (self._clock() - started) * 1000, "ok")
 
     async def send(
         self,

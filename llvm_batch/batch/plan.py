@@ -19,9 +19,12 @@ from ..errors import InputError
 from ..options import ENV_DEFAULT_MODEL
 from .config import BatchOptions
 from .layout import plan_columns
-from .prompts import PromptSpec
+from .prompts import PromptSpec, Request
 from .sources import Source, detect_format, is_url, local_path
 from .target import check_target
+
+#: Requests a dry run shows.
+PREVIEW_ROWS = 5
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class RunPlan:
     input_path: str
     output_path: str
     output_format: str
+    prefix: str
     source: Source
     spec: PromptSpec
     input_columns: list[str]
@@ -95,6 +99,7 @@ def plan_run(input_path: str, output_path: str | None, opts: BatchOptions) -> Ru
         input_path=str(input_path),
         output_path=output,
         output_format=output_format,
+        prefix=opts.prefix,
         source=source,
         spec=spec,
         input_columns=columns.input_columns,
@@ -103,3 +108,18 @@ def plan_run(input_path: str, output_path: str | None, opts: BatchOptions) -> Ru
         model=model,
         fingerprint=fingerprint,
     )
+
+
+def preview(plan: RunPlan, rows: int = PREVIEW_ROWS) -> list[str]:
+    """The first ``rows`` requests as a dry run shows them (a skipped row says why)."""
+    for _, batch in plan.source.chunks(rows):
+        return [
+            f"(skipped: {request})" if isinstance(request, str) else _shown(request)
+            for request in plan.spec.render(batch)
+        ]
+    return []
+
+
+def _shown(request: Request) -> str:
+    text = request.shown()
+    return text if len(text) <= 200 else text[:200] + "..."

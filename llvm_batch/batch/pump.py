@@ -148,7 +148,7 @@ class RowPump:
             if offset in done:
                 continue
             if offset in kept:
-                self._finish(chunk, offset, kept[offset], counted="kept")
+                self._finish(chunk, offset, kept[offset], kept=True)
             elif isinstance(request, str):
                 self._finish(chunk, offset, cols.skipped(request, self.plan.model))
             else:
@@ -176,23 +176,11 @@ class RowPump:
         self.rows.close()  # a worker that missed its cancel finds no row, not a wait
         self.commits.wanted.set()
 
-    def _finish(self, chunk: Chunk, offset: int, result: cols.RowResult, counted: str = "") -> None:
+    def _finish(
+        self, chunk: Chunk, offset: int, result: cols.RowResult, kept: bool = False
+    ) -> None:
         chunk.finish(offset, result, self._clock())
-        summary = self.summary
-        if counted == "kept":
-            summary.kept += 1
-        if result.status == cols.STATUS_OK:
-            summary.ok += 1
-            summary.input_tokens += result.input_tokens or 0
-            summary.output_tokens += result.output_tokens or 0
-            summary.truncated += result.finish_reason == cols.FINISH_LENGTH
-        elif result.status == cols.STATUS_ERROR:
-            summary.error += 1
-            self.errors[result.error_type or "error"] += 1
-        else:
-            summary.skipped += 1
-        if not counted:
-            summary.sent += result.attempts > 0
+        self.summary.count(result, self.errors, kept=kept)
         if self.progress is not None:
             self.progress.advance()
         if chunk.complete:

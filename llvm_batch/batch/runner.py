@@ -19,8 +19,7 @@ from .checkpoint import Checkpoint, staging_dir_for
 from .config import BatchOptions
 from .dispatch import Dispatcher
 from .lock import OutputLock, OutputLocked
-from .plan import RunPlan, output_path_for, plan_run
-from .prompts import Request
+from .plan import RunPlan, output_path_for, plan_run, preview
 from .pump import RowPump
 from .signals import Interrupts, on_stop_signals
 from .sources import local_path
@@ -35,8 +34,6 @@ from .summary import (
 )
 from .target import finished_rows, output_compression
 from .writers import OutputWriter, WriteInterrupted, write_output
-
-PREVIEW_ROWS = 5
 
 
 class BatchRun:
@@ -127,7 +124,9 @@ class BatchRun:
             self.summary.concurrency_limit = client.concurrency_limit
         if pump.dispatcher.stop_code is None:
             try:
-                await asyncio.to_thread(self._finalize, plan, checkpoint)
+                self._errors = await asyncio.to_thread(
+                    assemble_output, plan, checkpoint, self.summary, self._stop_writing.is_set
+                )
             except WriteInterrupted:
                 pass  # the signal's stop code says it; the checkpoint is whole
             except OSError as exc:  # disk full...: every row is committed, resumable
@@ -151,12 +150,7 @@ class BatchRun:
     # -- before sending ------------------------------------------------------------------
 
     def _dry_run(self, plan: RunPlan, started: float) -> RunSummary:
-        for _, batch in plan.source.chunks(PREVIEW_ROWS):
-            for request in plan.spec.render(batch):
-                self.summary.preview.append(
-                    f"(skipped: {request})" if isinstance(request, str) else _shown(request)
-                )
-            break
+        self.summary.preview.extend(preview(plan))
         self.summary.rows = plan.source.count_rows()
         self.summary.status = DRY_RUN
         self.summary.finish(errors=self._errors, elapsed_s=self._clock() - started, exit_code=0)
@@ -192,42 +186,40 @@ class BatchRun:
         self.summary.finish(errors=self._errors, elapsed_s=self._clock() - started, exit_code=3)
         return self.summary
 
-    # -- commit and output ---------------------------------------------------------------
 
-    def _finalize(self, plan: RunPlan, checkpoint: Checkpoint) -> None:
-        """Assemble the parts, in row order, into the output file; drop the staging directory."""
-        prefix = self.opts.prefix
-        counts = write_output(
-            checkpoint.assembled(plan.output_schema),
-            OutputWriter(
-                local_path(self.output_path),
-                plan.output_format,
-                plan.output_schema,
-                metadata={**plan.fingerprint, "rows": self.summary.rows},
-                compression=output_compression(self.output_path),
-            ),
-            count=(prefix + "status", prefix + "error_type", prefix + "finish_reason"),
-            total=(prefix + "input_tokens", prefix + "output_tokens"),
-            stop=self._stop_writing.is_set,
-        )
-        checkpoint.remove()
-        values, totals = counts
-        statuses, errors = values[prefix + "status"], values[prefix + "error_type"]
-        # Rows resumed from an earlier run count too: the totals are the output's.
-        self.summary.input_tokens = totals[prefix + "input_tokens"]
-        self.summary.output_tokens = totals[prefix + "output_tokens"]
-        self.summary.truncated = values[prefix + "finish_reason"].get(cols.FINISH_LENGTH, 0)
-        self.summary.ok = statuses.get(cols.STATUS_OK, 0)
-        self.summary.error = statuses.get(cols.STATUS_ERROR, 0)
-        self.summary.skipped = statuses.get(cols.STATUS_SKIPPED, 0)
-        errors.pop("invalid_input", None)
-        self._errors = errors
+def assemble_output(
+    plan: RunPlan, checkpoint: Checkpoint, summary: RunSummary, stop: Callable[[], bool]
+) -> Counter[str]:
+    """Assemble the parts, in row order, into the output file; drop the staging directory.
+
+    The summary's totals become the output's (rows resumed from an earlier run count too);
+    returns the error types of its rows. ``stop`` interrupts the assembly (a signal).
+    """
+    prefix = plan.prefix
+    values, totals = write_output(
+        checkpoint.assembled(plan.output_schema),
+        OutputWriter(
+            local_path(plan.output_path),
+            plan.output_format,
+            plan.output_schema,
+            metadata={**plan.fingerprint, "rows": summary.rows},
+            compression=output_compression(plan.output_path),
+        ),
+        count=(prefix + "status", prefix + "error_type", prefix + "finish_reason"),
+        total=(prefix + "input_tokens", prefix + "output_tokens"),
+        stop=stop,
+    )
+    checkpoint.remove()
+    statuses, errors = values[prefix + "status"], values[prefix + "error_type"]
+    summary.input_tokens = totals[prefix + "input_tokens"]
+    summary.output_tokens = totals[prefix + "output_tokens"]
+    summary.truncated = values[prefix + "finish_reason"].get(cols.FINISH_LENGTH, 0)
+    summary.ok = statuses.get(cols.STATUS_OK, 0)
+    summary.error = statuses.get(cols.STATUS_ERROR, 0)
+    summary.skipped = statuses.get(cols.STATUS_SKIPPED, 0)
+    errors.pop("invalid_input", None)
+    return errors
 
 
 def _why(exc: OSError) -> str:
     return exc.strerror or str(exc) or type(exc).__name__
-
-
-def _shown(request: Request) -> str:
-    text = request.shown()
-    return text if len(text) <= 200 else text[:200] + "..."
