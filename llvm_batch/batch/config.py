@@ -185,7 +185,8 @@ class BatchOptions:
 def _client_config(settings: dict[str, Any], max_outage: float) -> ClientConfig:
     """The batch's client: its own default concurrency, a queue that never refuses a worker,
     and no single wait (a huge Retry-After...) longer than the run's outage budget."""
-    limits = Limits.parse(settings.pop("max_concurrent_requests", None) or DEFAULT_CONCURRENCY)
+    concurrency = settings.pop("max_concurrent_requests", None)
+    limits = Limits.parse(DEFAULT_CONCURRENCY if concurrency is None else concurrency)
     retry_delay = settings.get("retry_delay")
     retry_delay = DEFAULT_RETRY_DELAY if retry_delay is None else retry_delay
     return resolve_config(
