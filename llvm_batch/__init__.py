@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from .attempt import Outcome
     from .batch import RunSummary, arun_batch, run_batch
     from .breaker import BreakerState, CircuitBreaker
-    from .client import AsyncLLVMClient, ClientStats
+    from .client import AsyncLLVMClient
+    from .engine import ClientStats
     from .errors import (
         AuthenticationError,
         BadRequestError,
@@ -38,7 +39,14 @@ if TYPE_CHECKING:
         ResumeMismatchError,
         ServerError,
     )
-    from .options import BreakerConfig, ClientConfig, Limits, Priority
+    from .options import (
+        BreakerConfig,
+        ClientConfig,
+        ClientSettings,
+        Limits,
+        Priority,
+        resolve_config,
+    )
     from .retry import RetryPolicy
     from .sync import LLVMClient, run_sync
 
@@ -55,9 +63,13 @@ _HOMES: dict[str, str] = {
     **{name: ".errors" for name in _ERRORS},
     **dict.fromkeys(("RunSummary", "arun_batch", "run_batch"), ".batch"),
     **dict.fromkeys(("BreakerState", "CircuitBreaker"), ".breaker"),
-    **dict.fromkeys(("AsyncLLVMClient", "ClientStats"), ".client"),
+    "AsyncLLVMClient": ".client",
+    "ClientStats": ".engine",
     "Outcome": ".attempt",
-    **dict.fromkeys(("BreakerConfig", "ClientConfig", "Limits", "Priority"), ".options"),
+    **dict.fromkeys(
+        ("BreakerConfig", "ClientConfig", "ClientSettings", "Limits", "Priority", "resolve_config"),
+        ".options",
+    ),
     "RetryPolicy": ".retry",
     **dict.fromkeys(("LLVMClient", "run_sync"), ".sync"),
 }
@@ -71,6 +83,7 @@ __all__ = [
     "CircuitBreaker",
     "CircuitOpenError",
     "ClientConfig",
+    "ClientSettings",
     "ClientStats",
     "HTTPStatusError",
     "InputError",
@@ -93,6 +106,7 @@ __all__ = [
     "ServerError",
     "__version__",
     "arun_batch",
+    "resolve_config",
     "run_batch",
     "run_sync",
 ]

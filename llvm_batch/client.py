@@ -1,9 +1,8 @@
-"""AsyncLLVMClient: the one engine that talks to an inference server (LLVM or OpenAI protocol).
+"""AsyncLLVMClient: the protocol operations (models, inference, chat, ping) over one engine.
 
-Each call goes: scheduler slot (priority, adaptive concurrency, pacing) -> breaker check ->
-one HTTP attempt (:class:`~llvm_batch.transport.Transport`, the aiohttp side) -> the outcome,
-judged once (:func:`~llvm_batch.attempt.classify`), to the limiter and the breaker -> the next
-step (:func:`~llvm_batch.attempt.next_step`) -> backoff sleep without a slot.
+The client builds each call through its wire protocol (LLVM or OpenAI) and reads the answer;
+the :class:`~llvm_batch.engine.Engine` takes every call to the wire and back (queue, limit,
+breaker, retries).
 """
 
 from __future__ import annotations
@@ -12,57 +11,17 @@ import asyncio
 import dataclasses
 import random as _random
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Unpack
 
-from . import codec, protocol
-from .attempt import Outcome, Verdict, circuit_open, classify, next_step, refused_for_room
-from .breaker import CircuitBreaker
-from .debuglog import debug_log
-from .errors import (
-    CircuitOpenError,
-    LLVMError,
-    QueueFullError,
-    RateLimitError,
-    safe_url,
-)
-from .options import (
-    DEFAULT_MAX_CONCURRENT_REQUESTS,
-    DEFAULT_MAX_RETRIES,
-    DEFAULT_QUEUE_SIZE,
-    DEFAULT_RETRY_DELAY,
-    DEFAULT_TIMEOUT,
-    BreakerConfig,
-    ClientConfig,
-    Limits,
-    Priority,
-    resolve_config,
-)
+from . import protocol
+from .attempt import Outcome
+from .engine import ClientStats as ClientStats
+from .engine import Engine, Sleep
+from .errors import LLVMError, safe_url
+from .options import ClientConfig, ClientSettings, Priority, resolve_config
 from .protocol import WireProtocol, get_protocol
-from .retry import RetryPolicy
-from .scheduler import Scheduler
-from .transport import Transport
-
-Sleep = Callable[[float], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class ClientStats:
-    """A snapshot of the client's queue, in-flight requests, concurrency limit and breaker.
-
-    ``concurrency_limit`` is the adaptive limit now, at most ``concurrency_ceiling``.
-    """
-
-    queue_depth: int
-    active_requests: int
-    breaker_state: str
-    request_count: int
-    retries: int
-    max_active_seen: int
-    concurrency_limit: int = 0
-    concurrency_ceiling: int = 0
 
 
 class AsyncLLVMClient:
@@ -81,64 +40,57 @@ class AsyncLLVMClient:
         default_model: str | None = None,
         *,
         metadata: Mapping[str, Any] | None = None,
-        max_concurrent_requests: Limits | int | str = DEFAULT_MAX_CONCURRENT_REQUESTS,
-        max_retries: int = DEFAULT_MAX_RETRIES,
-        retry_delay: float = DEFAULT_RETRY_DELAY,
-        max_retry_delay: float | None = None,
-        retry_jitter: bool = True,
-        queue_size: int = DEFAULT_QUEUE_SIZE,
-        timeout: float | None = DEFAULT_TIMEOUT,
-        max_rps: float | None = None,
-        max_response_bytes: int | None = None,
-        debug: bool = False,
-        breaker: BreakerConfig | Mapping[str, Any] | bool | None = True,
+        config: ClientConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         wall_clock: Callable[[], float] = time.time,
         random: Callable[[], float] = _random.random,
-        protocol: str | None = None,
+        **settings: Unpack[ClientSettings],
     ) -> None:
-        self.config: ClientConfig = resolve_config(
-            base_url=base_url,
-            protocol=protocol,
-            api_key=api_key,
-            default_model=default_model,
-            metadata=metadata,
-            breaker=breaker,
-            max_concurrent_requests=max_concurrent_requests,
-            max_retries=max_retries,
-            retry_delay=retry_delay,
-            max_retry_delay=max_retry_delay,
-            retry_jitter=retry_jitter,
-            queue_size=queue_size,
-            timeout=timeout,
-            max_rps=max_rps,
-            max_response_bytes=max_response_bytes,
-            debug=debug,
-        )
+        """Settings come as keywords (:class:`~llvm_batch.options.ClientSettings`), resolved
+        with ``metadata`` and the ``LLVM_*`` environment; or as one finished ``config``."""
+        if config is None:
+            config = resolve_config(
+                base_url=base_url,
+                api_key=api_key,
+                default_model=default_model,
+                metadata=metadata,
+                **settings,
+            )
+        elif settings or metadata or base_url or api_key or default_model:
+            raise TypeError("pass either config= or settings, not both")
+        self.config: ClientConfig = config
         #: The wire protocol (``config.protocol``): every call is built and read through it.
-        self.protocol: WireProtocol = get_protocol(self.config.protocol)
-        self._transport = Transport(self.config, wall_clock, self.protocol)
+        self.protocol: WireProtocol = get_protocol(config.protocol)
+        self._engine = Engine(
+            config, self.protocol, clock=clock, sleep=sleep, wall_clock=wall_clock, random=random
+        )
+        self._transport = self._engine.transport
+        self._scheduler = self._engine.scheduler
+        self._breaker = self._engine.breaker
         self._clock = clock
-        self._sleep = sleep
         self._wall_clock = wall_clock
-        self._random = random
-        self._policy = RetryPolicy(
-            max_retries=self.config.max_retries,
-            delay=self.config.retry_delay,
-            max_delay=self.config.max_retry_delay,
-            jitter=self.config.retry_jitter,
+
+    @property
+    def retry_count(self) -> int:
+        """Attempts that were retries (counted once they really went out)."""
+        return self._engine.retry_count
+
+    async def send(
+        self,
+        call: protocol.Call,
+        *,
+        priority: Priority | str = Priority.NORMAL,
+        idempotency_key: str | None = None,
+        retry: bool = True,
+    ) -> Outcome:
+        """Make ``call`` with queueing, breaker and retries; the error, if any, is returned.
+
+        Raises only :class:`QueueFullError` (nothing was sent) and cancellation.
+        """
+        return await self._engine.send(
+            call, Priority.parse(priority), idempotency_key=idempotency_key, retry=retry
         )
-        self._scheduler = Scheduler(
-            self.config.limits,
-            self.config.queue_size,
-            max_rps=self.config.max_rps,
-            clock=clock,
-            sleep=sleep,
-        )
-        self._breaker = CircuitBreaker(self.config.breaker, clock) if self.config.breaker else None
-        self._debug = self.config.debug
-        self.retry_count = 0
 
     def __repr__(self) -> str:
         key = "set" if self._transport.api_key else "unset"
@@ -165,13 +117,7 @@ class AsyncLLVMClient:
 
     def resolve_model(self, model_id: str | None) -> str:
         """``model_id``, else the default model; a clear ValueError when there is neither."""
-        model = model_id or self.config.default_model
-        if not model:
-            raise ValueError(
-                "no model given: pass a model id, or set default_model= "
-                "(or metadata['llvm_default_model'] or the LLVM_DEFAULT_MODEL variable)"
-            )
-        return model
+        return self.config.model(model_id)
 
     # -- state ---------------------------------------------------------------------------
 
@@ -206,16 +152,7 @@ class AsyncLLVMClient:
 
     def stats(self) -> ClientStats:
         """A snapshot of queue depth, active requests, the concurrency limit, breaker, counters."""
-        return ClientStats(
-            queue_depth=self.queue_depth,
-            active_requests=self.active_requests,
-            breaker_state=self.breaker_state,
-            request_count=self.request_count,
-            retries=self.retry_count,
-            max_active_seen=self._scheduler.max_active_seen,
-            concurrency_limit=self._scheduler.limit,
-            concurrency_ceiling=self._scheduler.max_concurrent,
-        )
+        return self._engine.stats()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -238,9 +175,7 @@ class AsyncLLVMClient:
 
     # -- protocol operations -------------------------------------------------------------
 
-    async def list_models(
-        self, *, priority: Priority | str = Priority.NORMAL
-    ) -> dict[str, Any]:
+    async def list_models(self, *, priority: Priority | str = Priority.NORMAL) -> dict[str, Any]:
         """The server's answer to list models, as it came: ``{"models": [...]}`` (LLVM),
         ``{"data": [{"id": ...}]}`` (OpenAI). :meth:`model_ids` gives the ids alone."""
         return dict((await self.send(self.protocol.list_models(), priority=priority)).result())
@@ -324,15 +259,7 @@ class AsyncLLVMClient:
         Checking the endpoint is what a user does while the breaker is open, so the breaker
         neither refuses it nor counts it.
         """
-        call = self.protocol.list_models()
-        started = self._clock()
-        try:
-            _, status = await self._transport.exchange(call, None, None)
-        except LLVMError as exc:
-            what = f"giving up ({exc.error_type})"
-            self._log(call, exc.status, (self._clock() - started) * 1000, what)
-            raise exc.with_traceback(None) from None
-        self._log(call, status, (self._clock() - started) * 1000, "ok")
+        await self._engine.once(self.protocol.list_models())
 
     async def test_endpoint(self) -> bool:
         """True when the server answers a list-models request (one attempt, no retries)."""
@@ -341,109 +268,6 @@ class AsyncLLVMClient:
         except LLVMError:
             return False
         return True
-
-    # -- the engine ----------------------------------------------------------------------
-
-    async def send(
-        self,
-        call: protocol.Call,
-        *,
-        priority: Priority | str = Priority.NORMAL,
-        idempotency_key: str | None = None,
-        retry: bool = True,
-    ) -> Outcome:
-        """Make ``call`` with queueing, breaker and retries; the error, if any, is returned.
-
-        Raises only :class:`QueueFullError` (nothing was sent) and cancellation.
-        """
-        level = Priority.parse(priority)
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
-        data = None if call.body is None else codec.dumps(call.body)  # once, for every attempt
-        outcome = Outcome()
-        started = self._clock()
-        while True:
-            error, elapsed = await self._attempt(call, data, headers, level, outcome)
-            if error is None:  # the usual case, kept short
-                outcome.error = None
-                self._log(call, outcome.http_status, elapsed * 1000, "ok")
-                break
-            if isinstance(error, CircuitOpenError):  # refused before it went out
-                outcome.error = error
-                break
-            if isinstance(error, RateLimitError) and error.retry_after:
-                # The server asked the client, not one request, to wait (bounded, like any wait).
-                pause = min(error.retry_after, self._policy.max_delay)
-                self._scheduler.pause_until(self._clock() + pause)
-            step = next_step(
-                self._policy, outcome.attempts, error, retry, self._random(), outcome.overloaded
-            )
-            self._log(call, outcome.http_status, elapsed * 1000, step.reason)
-            if step.wait is None:
-                outcome.error = error.with_attempts(outcome.attempts)
-                break
-            outcome.error = error.with_attempts(outcome.attempts, self._wall_clock() + step.wait)
-            if step.wait:
-                await self._sleep(step.wait)
-                outcome.retry_wait_s += step.wait
-        outcome.latency_ms = (self._clock() - started) * 1000
-        return outcome
-
-    async def _attempt(
-        self,
-        call: protocol.Call,
-        data: bytes | None,
-        headers: dict[str, str] | None,
-        level: Priority,
-        outcome: Outcome,
-    ) -> tuple[LLVMError | None, float]:
-        """One attempt in a slot: its error (None when sound) and how long it took."""
-        scheduler = self._scheduler
-        if not scheduler.try_acquire(level):
-            try:
-                await scheduler.acquire(level, admitted=outcome.attempts > 0)
-            except QueueFullError as exc:
-                raise exc.replace(operation=call.operation, model=call.model) from None
-        if self._breaker is not None and not self._breaker.allow():
-            scheduler.release()
-            retry_in, now = self._breaker.retry_in(), self._wall_clock()
-            return circuit_open(call.operation, call.model, outcome, retry_in, now), 0.0
-        self.retry_count += outcome.attempts > 0  # counted once it really goes out
-        outcome.attempts += 1
-        sent_at = self._clock()
-        try:
-            outcome.value, outcome.http_status = await self._transport.exchange(call, data, headers)
-            error = None
-        except LLVMError as exc:
-            # Drop the attempt's frames: their locals hold raw answers, which may echo the API
-            # key into any traceback printed with locals.
-            error = exc.with_traceback(None)
-            outcome.http_status = exc.status
-        except BaseException:
-            scheduler.release()
-            if self._breaker is not None:
-                self._breaker.record_neutral()
-            raise
-        elapsed = self._clock() - sent_at
-        if error is None:
-            verdict = Verdict.SUCCESS
-        else:
-            verdict = classify(error, fast=scheduler.limiter.is_fast(elapsed))
-            outcome.overloaded = refused_for_room(error, verdict)
-        scheduler.release(verdict, sent_at=sent_at, elapsed=elapsed)
-        if self._breaker is not None and self._breaker.record(verdict):
-            scheduler.limiter.restart()  # the server was down: the limit starts from the bottom
-        return error, elapsed
-
-    def _log(self, call: protocol.Call, status: int | None, duration_ms: float, what: str) -> None:
-        if self._debug:
-            debug_log(
-                "%s %s -> %s in %.1f ms; %s",
-                call.method,
-                call.path,
-                status if status is not None else "no answer",
-                duration_ms,
-                what,
-            )
 
 
 def _options(

@@ -6,7 +6,6 @@ Registered on ``import llvm_batch.dask`` (the ``dask`` extra). The only module t
 from __future__ import annotations
 
 import atexit
-import inspect
 import os
 import threading
 from collections.abc import Hashable, Mapping
@@ -20,9 +19,8 @@ from dask.dataframe.extensions import register_dataframe_accessor
 from .accessor import LLVMFrameAccessor  # also registers df.llvm, used on each partition
 from .batch import columns as cols
 from .batch.prompts import OPTION_NAMES, PromptSpec
-from .client import AsyncLLVMClient
 from .errors import InputError
-from .options import parse_protocol
+from .options import resolve_config
 from .sync import LLVMClient
 
 __all__ = ["LLVMDaskAccessor", "close_clients", "result_meta"]
@@ -171,10 +169,7 @@ class LLVMDaskAccessor:
         processes = _worker_processes()
         if isinstance(total, int) and processes is not None:  # "auto": each adapts its own
             client_options["max_concurrent_requests"] = max(1, int(total) // processes)
-        # Fail here rather than on every worker.
-        inspect.signature(AsyncLLVMClient).bind(**client_options)
-        if client_options.get("protocol") is not None:
-            parse_protocol(client_options["protocol"])
+        resolve_config(**client_options)  # fail here rather than on every worker
         _client_key(client_options)
         partition = _Partition(method, model, arguments, client_options)
         prefix = arguments.get("prefix", cols.DEFAULT_PREFIX)

@@ -1,16 +1,21 @@
 """Client configuration: defaults, validation, and where each setting comes from.
 
-Precedence, per setting: explicit argument, then the ``metadata`` mapping, then the
-``LLVM_*`` environment, then the default.
+:class:`ClientConfig` is composed of finished values: a :class:`~llvm_batch.retry.RetryPolicy`,
+:class:`Limits` (concurrency, queue, rate), a :class:`BreakerConfig` and a timeout. Each value
+checks itself once, in its own ``__post_init__``. :func:`resolve_config` is the one place
+where keywords, ``metadata`` and the ``LLVM_*`` environment become a ClientConfig; per
+setting, the explicit argument wins, then ``metadata``, then the environment, then the default.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
-from typing import Any
+from typing import Any, TypedDict, Unpack
+
+from .retry import RetryPolicy
 
 DEFAULT_BASE_URL = "http://localhost:8000"
 #: The largest answer read; a bigger one fails its request (ResponseTooLargeError), unread.
@@ -20,15 +25,9 @@ DEFAULT_MAX_CONCURRENT_REQUESTS = 10
 AUTO = "auto"
 DEFAULT_AUTO_CEILING = 256
 DEFAULT_AUTO_INITIAL = 8
-DEFAULT_MAX_RETRIES = 3
-DEFAULT_RETRY_DELAY = 1.0
-DEFAULT_MAX_RETRY_DELAY = 60.0
 #: How long a batch (file or DataFrame) waits out a server that is down before it stops as
 #: incomplete, resumable.
 DEFAULT_MAX_OUTAGE = 600.0
-#: The largest ``retry_delay`` taken, in seconds: a larger one is almost surely milliseconds
-#: (the seed's unit), which would make the first 503 wait a quarter of an hour.
-MAX_RETRY_DELAY_S = 60.0
 DEFAULT_QUEUE_SIZE = 100
 DEFAULT_TIMEOUT = 60.0
 
@@ -77,6 +76,7 @@ class Limits:
     ``backoff`` when the server says it is full (a 503 at once, a 429, a timeout), grown by
     ``increase / limit`` per sound answer, never above ``ceiling`` nor below ``min_limit``.
     ``Limits.parse("auto")`` picks the ceiling and lets the limit find the server's capacity.
+    At most ``queue_size`` requests wait for a slot; ``max_rps`` spaces attempts in time.
     """
 
     ceiling: int = DEFAULT_MAX_CONCURRENT_REQUESTS
@@ -85,6 +85,8 @@ class Limits:
     min_limit: int = 1
     backoff: float = 0.95
     increase: float = 0.5
+    queue_size: int = DEFAULT_QUEUE_SIZE
+    max_rps: float | None = None
 
     def __post_init__(self) -> None:
         _require(
@@ -101,6 +103,14 @@ class Limits:
         )
         _require(0.0 < self.backoff < 1.0, "backoff must be in (0, 1), e.g. 0.9")
         _require(self.increase > 0, "increase must be positive, e.g. 0.5")
+        _require(
+            isinstance(self.queue_size, int) and self.queue_size >= 1,
+            "queue_size must be an integer of at least 1, e.g. 100",
+        )
+        _require(
+            self.max_rps is None or self.max_rps > 0,
+            "max_rps must be a positive number of requests per second, or None",
+        )
 
     @property
     def start(self) -> int:
@@ -133,7 +143,8 @@ class Limits:
 
     def describe(self) -> str:
         """``auto`` or the ceiling, as a user would write it."""
-        if self == Limits.parse(AUTO):
+        auto = Limits.parse(AUTO)
+        if replace(self, queue_size=auto.queue_size, max_rps=auto.max_rps) == auto:
             return AUTO
         return str(self.ceiling)
 
@@ -182,23 +193,23 @@ class BreakerConfig:
 
 @dataclass(frozen=True)
 class ClientConfig:
-    """Validated client settings; build it with :func:`resolve_config`."""
+    """Finished client settings, composed of value objects; build it with :func:`resolve_config`.
+
+    ``retry`` decides retries and backoff, ``limits`` admission (concurrency, queue, rate),
+    ``breaker`` (None: no breaker) when to stop sending, ``timeout`` (None: none) bounds each
+    attempt.
+    """
 
     base_url: str = DEFAULT_BASE_URL
     api_key: str | None = field(default=None, repr=False)
     default_model: str | None = None
+    protocol: str = DEFAULT_PROTOCOL
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
     limits: Limits = field(default_factory=Limits)
-    max_retries: int = DEFAULT_MAX_RETRIES
-    retry_delay: float = DEFAULT_RETRY_DELAY
-    max_retry_delay: float = DEFAULT_MAX_RETRY_DELAY
-    retry_jitter: bool = True
-    queue_size: int = DEFAULT_QUEUE_SIZE
+    breaker: BreakerConfig | None = field(default_factory=BreakerConfig)
     timeout: float | None = DEFAULT_TIMEOUT
-    max_rps: float | None = None
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     debug: bool = False
-    breaker: BreakerConfig | None = field(default_factory=BreakerConfig)
-    protocol: str = DEFAULT_PROTOCOL
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "protocol", parse_protocol(self.protocol))
@@ -213,36 +224,53 @@ class ClientConfig:
             "max_response_bytes must be a positive integer, e.g. 67108864 (64 MiB)",
         )
         _require(
-            isinstance(self.max_retries, int) and self.max_retries >= 0,
-            "max_retries must be an integer of 0 or more (3 means up to 4 attempts)",
-        )
-        check_retry_delay(self.retry_delay)
-        _require(
-            self.max_retry_delay >= self.retry_delay,
-            "max_retry_delay must be at least retry_delay",
-        )
-        _require(
-            isinstance(self.queue_size, int) and self.queue_size >= 1,
-            "queue_size must be an integer of at least 1, e.g. 100",
-        )
-        _require(
             self.timeout is None or self.timeout > 0,
             "timeout must be a positive number of seconds, or None for no timeout",
         )
-        _require(
-            self.max_rps is None or self.max_rps > 0,
-            "max_rps must be a positive number of requests per second, or None",
-        )
-
-    @property
-    def max_concurrent_requests(self) -> int:
-        """The most requests ever in flight at once (the limiter's ceiling)."""
-        return self.limits.ceiling
 
     @property
     def api_root(self) -> str:
         """The base URL without a trailing slash."""
         return self.base_url.rstrip("/")
+
+    def model(self, model_id: str | None, hint: str = "") -> str:
+        """``model_id``, else the default model; a ValueError saying how to give one.
+
+        ``hint`` names the face's own way (``"pass --model"``); the default names the
+        client's.
+        """
+        model = model_id or self.default_model
+        if not model:
+            how = hint or (
+                "pass a model id, or set default_model= (or metadata['llvm_default_model']"
+                f" or the {ENV_DEFAULT_MODEL} variable)"
+            )
+            raise ValueError(f"no model given: {how}")
+        return model
+
+
+class ClientSettings(TypedDict, total=False):
+    """The client's tuning keywords, as every face takes them (``AsyncLLVMClient``,
+    ``LLVMClient``, ``df.llvm``, ``ddf.llvm``, :func:`resolve_config`). Left out or None:
+    the default (``timeout=None``: no timeout)."""
+
+    max_concurrent_requests: Limits | int | str | None
+    max_retries: int | None
+    retry_delay: float | None
+    max_retry_delay: float | None
+    retry_jitter: bool | None
+    queue_size: int | None
+    timeout: float | None
+    max_rps: float | None
+    max_response_bytes: int | None
+    debug: bool | None
+    breaker: BreakerConfig | Mapping[str, Any] | bool | None
+    protocol: str | None
+
+
+#: The names of :class:`ClientSettings`, and of the connection keywords beside them.
+SETTING_NAMES = frozenset(ClientSettings.__annotations__)
+CONNECTION_NAMES = frozenset({"base_url", "api_key", "default_model", "metadata"})
 
 
 def _shown_url(url: str) -> str:
@@ -262,16 +290,6 @@ def parse_protocol(name: str) -> str:
     return canonical
 
 
-def check_retry_delay(seconds: float) -> None:
-    """Refuse a negative ``retry_delay``, and one so large it must be milliseconds."""
-    _require(seconds >= 0, "retry_delay must be 0 or more seconds, e.g. 1.0")
-    _require(
-        seconds <= MAX_RETRY_DELAY_S,
-        f"retry_delay is in seconds, and {seconds:g} looks like milliseconds: "
-        f"did you mean {seconds / 1000:g} (seconds)? At most {MAX_RETRY_DELAY_S:g} s is taken.",
-    )
-
-
 def _require(ok: bool, message: str) -> None:
     if not ok:
         raise ValueError(message)
@@ -284,6 +302,49 @@ def _first(*values: Any) -> Any:
     return None
 
 
+#: The client's retry keywords, and the :class:`RetryPolicy` fields they set.
+_RETRY_NAMES = {
+    "max_retries": "max_retries",
+    "retry_delay": "delay",
+    "max_retry_delay": "max_delay",
+    "retry_jitter": "jitter",
+}
+
+
+def _breaker_config(
+    breaker: BreakerConfig | Mapping[str, Any] | bool | None,
+) -> BreakerConfig | None:
+    if breaker is True:
+        return BreakerConfig()
+    if breaker is False or breaker is None:
+        return None
+    if isinstance(breaker, BreakerConfig):
+        return breaker
+    wrong = set(breaker) - set(BreakerConfig.__dataclass_fields__)
+    if wrong:
+        raise TypeError(
+            f"unknown breaker option(s): {', '.join(sorted(wrong))}; "
+            f"known: {', '.join(BreakerConfig.__dataclass_fields__)}"
+        )
+    return BreakerConfig(**dict(breaker))
+
+
+def _protocol(given: str | None, meta: Mapping[str, Any], env: Mapping[str, str]) -> str:
+    """The protocol's canonical name; a bad one says where it came from."""
+    sources = (
+        (given, ""),
+        (meta.get("llvm_protocol"), "metadata"),
+        (env.get(ENV_PROTOCOL), ENV_PROTOCOL),
+    )
+    for value, source in sources:
+        if value is not None and value != "":
+            try:
+                return parse_protocol(value)
+            except ValueError as exc:
+                raise ValueError(f"{exc} (from {source})" if source else str(exc)) from None
+    return DEFAULT_PROTOCOL
+
+
 def resolve_config(
     *,
     base_url: str | None = None,
@@ -291,40 +352,26 @@ def resolve_config(
     default_model: str | None = None,
     metadata: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
-    breaker: BreakerConfig | Mapping[str, Any] | bool | None = True,
-    protocol: str | None = None,
-    max_concurrent_requests: Limits | int | str | None = None,
-    **settings: Any,
+    **settings: Unpack[ClientSettings],
 ) -> ClientConfig:
     """Build a :class:`ClientConfig` from arguments, ``metadata``, the environment and defaults.
 
-    ``breaker`` takes a :class:`BreakerConfig`, a mapping of its fields, True for the defaults
-    or False/None to disable the breaker. ``max_concurrent_requests`` takes a ceiling, ``"auto"``
-    or a :class:`Limits`. Other keywords are ClientConfig fields; a None value
-    means "use the default".
+    The one place where settings are resolved: every layer below takes the finished value.
+    ``breaker`` takes a :class:`BreakerConfig`, a mapping of its fields, True (or left out)
+    for the defaults, or False/None to disable the breaker. ``max_concurrent_requests`` takes
+    a ceiling, ``"auto"`` or a :class:`Limits`.
     """
-    meta = metadata or {}
-    env = os.environ if environ is None else environ
-    unknown = set(settings) - (set(ClientConfig.__dataclass_fields__) - {"limits"})
+    unknown = set(settings) - SETTING_NAMES
     if unknown:
         raise TypeError(f"unknown client option(s): {', '.join(sorted(unknown))}")
-    if breaker is True:
-        breaker_config: BreakerConfig | None = BreakerConfig()
-    elif breaker is False or breaker is None:
-        breaker_config = None
-    elif isinstance(breaker, BreakerConfig):
-        breaker_config = breaker
-    else:
-        wrong = set(breaker) - set(BreakerConfig.__dataclass_fields__)
-        if wrong:
-            raise TypeError(
-                f"unknown breaker option(s): {', '.join(sorted(wrong))}; "
-                f"known: {', '.join(BreakerConfig.__dataclass_fields__)}"
-            )
-        breaker_config = BreakerConfig(**dict(breaker))
-    given = {name: value for name, value in settings.items() if value is not None}
-    if "timeout" in settings and settings["timeout"] is None:
-        given["timeout"] = None
+    meta = metadata or {}
+    env = os.environ if environ is None else environ
+    given: dict[str, Any] = {k: v for k, v in settings.items() if v is not None}
+    retry = RetryPolicy(**{name: given[key] for key, name in _RETRY_NAMES.items() if key in given})
+    limits = replace(
+        Limits.parse(given.get("max_concurrent_requests")),
+        **{k: given[k] for k in ("queue_size", "max_rps") if k in given},
+    )
     return ClientConfig(
         base_url=_first(base_url, meta.get("llvm_base_url"), env.get(ENV_BASE_URL))
         or DEFAULT_BASE_URL,
@@ -332,9 +379,11 @@ def resolve_config(
         default_model=_first(
             default_model, meta.get("llvm_default_model"), env.get(ENV_DEFAULT_MODEL)
         ),
-        breaker=breaker_config,
-        protocol=_first(protocol, meta.get("llvm_protocol"), env.get(ENV_PROTOCOL))
-        or DEFAULT_PROTOCOL,
-        limits=Limits.parse(max_concurrent_requests),
-        **given,
+        protocol=_protocol(settings.get("protocol"), meta, env),
+        retry=retry,
+        limits=limits,
+        breaker=_breaker_config(settings.get("breaker", True)),
+        timeout=settings["timeout"] if "timeout" in settings else DEFAULT_TIMEOUT,
+        max_response_bytes=given.get("max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES),
+        debug=given.get("debug", False),
     )

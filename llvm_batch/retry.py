@@ -14,6 +14,13 @@ from email.utils import parsedate_to_datetime
 
 from .errors import LLVMError
 
+DEFAULT_MAX_RETRIES = 3
+DEFAULT_RETRY_DELAY = 1.0
+DEFAULT_MAX_RETRY_DELAY = 60.0
+#: The largest ``retry_delay`` taken, in seconds: a larger one is almost surely milliseconds
+#: (the seed's unit), which would make the first 503 wait a quarter of an hour.
+MAX_RETRY_DELAY_S = 60.0
+
 
 @dataclass(frozen=True)
 class RetryDecision:
@@ -33,10 +40,19 @@ class RetryPolicy:
     from the server is a floor on the wait.
     """
 
-    max_retries: int = 3
-    delay: float = 1.0
-    max_delay: float = 60.0
+    max_retries: int = DEFAULT_MAX_RETRIES
+    delay: float = DEFAULT_RETRY_DELAY
+    max_delay: float = DEFAULT_MAX_RETRY_DELAY
     jitter: bool = True
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.max_retries, int) and self.max_retries >= 0):
+            raise ValueError(
+                "max_retries must be an integer of 0 or more (3 means up to 4 attempts)"
+            )
+        check_retry_delay(self.delay)
+        if not self.max_delay >= self.delay:
+            raise ValueError("max_retry_delay must be at least retry_delay")
 
     def ceiling(self, retry_number: int) -> float:
         """The longest wait before retry number ``retry_number`` (1-based)."""
@@ -64,6 +80,17 @@ class RetryPolicy:
         if error.retry_after is not None:
             wait = max(wait, error.retry_after)
         return RetryDecision(True, wait, reason=f"retry {attempts} of {self.max_retries}")
+
+
+def check_retry_delay(seconds: float) -> None:
+    """Refuse a negative ``retry_delay``, and one so large it must be milliseconds."""
+    if not seconds >= 0:
+        raise ValueError("retry_delay must be 0 or more seconds, e.g. 1.0")
+    if seconds > MAX_RETRY_DELAY_S:
+        raise ValueError(
+            f"retry_delay is in seconds, and {seconds:g} looks like milliseconds: "
+            f"did you mean {seconds / 1000:g} (seconds)? At most {MAX_RETRY_DELAY_S:g} s is taken."
+        )
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:

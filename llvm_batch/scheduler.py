@@ -24,29 +24,19 @@ Sleep = Callable[[float], Awaitable[None]]
 
 
 class Scheduler:
-    """Grants at most ``limiter.slots`` slots at once, with at most ``queue_size`` waiting.
-
-    ``max_concurrent`` is a :class:`~llvm_batch.options.Limits` (or a bare number: a fixed
-    limit).
-    """
+    """Grants at most ``limiter.slots`` slots at once, with at most ``limits.queue_size``
+    waiting, and attempts at most ``limits.max_rps`` a second."""
 
     def __init__(
         self,
-        max_concurrent: Limits | int,
-        queue_size: int,
+        limits: Limits,
         *,
-        max_rps: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
-        limits = (
-            max_concurrent
-            if isinstance(max_concurrent, Limits)
-            else Limits(ceiling=max_concurrent, adaptive=False)
-        )
         self.limiter = ConcurrencyLimiter(limits, clock)
-        self.queue_size = queue_size
-        self.max_rps = max_rps
+        self.queue_size = limits.queue_size
+        self.max_rps = limits.max_rps
         self._clock = clock
         self._sleep = sleep
         self._active = 0

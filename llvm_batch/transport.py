@@ -50,7 +50,7 @@ class Transport:
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             timeout = aiohttp.ClientTimeout(total=self.config.timeout)
-            connector = aiohttp.TCPConnector(limit=max(100, self.config.max_concurrent_requests))
+            connector = aiohttp.TCPConnector(limit=max(100, self.config.limits.ceiling))
             self._session = aiohttp.ClientSession(timeout=timeout, connector=connector)
         return self._session
 

@@ -27,10 +27,10 @@ def test_defaults_without_arguments_metadata_or_environment() -> None:
     client = AsyncLLVMClient()
     assert DEFAULT_BASE_URL == "http://localhost:8000"
     assert settings(client) == ("http://localhost:8000", None, None)
-    assert client.config.max_retries == 3
-    assert client.config.max_concurrent_requests == 10
-    assert client.config.queue_size == 100
-    assert client.config.retry_jitter is True
+    assert client.config.retry.max_retries == 3
+    assert client.config.limits.ceiling == 10
+    assert client.config.limits.queue_size == 100
+    assert client.config.retry.jitter is True
     assert client.breaker_state == "closed"
 
 
@@ -172,7 +172,9 @@ def test_breaker_accepts_a_config_a_mapping_true_or_false() -> None:
 def test_config_is_frozen() -> None:
     config = ClientConfig()
     with pytest.raises(AttributeError):
-        config.max_retries = 9  # type: ignore[misc]
+        config.timeout = 9  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        config.retry.max_retries = 9  # type: ignore[misc]
 
 
 @pytest.mark.parametrize(

@@ -81,7 +81,7 @@ def test_cluster_runs_every_row_once_like_pandas_within_the_total_concurrency(
     assert 1 <= server.stats.max_in_flight <= TOTAL_CONCURRENCY
     per_process = dask_client.run(
         lambda: [
-            c.config.max_concurrent_requests
+            c.config.limits.ceiling
             for c in llvm_dask._CLIENTS.values()
             if c.config.timeout == 33.0
         ]

@@ -255,4 +255,4 @@ def test_a_retry_delay_at_the_cap_is_taken_and_max_retry_delay_follows_it() -> N
     config = resolve_config(
         base_url="http://127.0.0.1:1", retry_delay=60.0, max_retry_delay=60.0, environ={}
     )
-    assert config.retry_delay == config.max_retry_delay == 60.0
+    assert config.retry.delay == config.retry.max_delay == 60.0

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from llvm_batch import AsyncLLVMClient, Priority, QueueFullError
+from llvm_batch import AsyncLLVMClient, Limits, Priority, QueueFullError
 from llvm_batch.scheduler import Scheduler
 from llvm_batch.server import Faults
 
@@ -253,7 +253,7 @@ def test_an_unknown_priority_is_refused_before_sending(scripted) -> None:
 
 def test_a_cancelled_waiter_leaves_its_place_and_no_slot_leaks() -> None:
     async def main():
-        scheduler = Scheduler(max_concurrent=1, queue_size=5)
+        scheduler = Scheduler(Limits(ceiling=1, adaptive=False, queue_size=5))
         order = []
 
         async def job(name: str, level: Priority) -> None:
@@ -287,7 +287,7 @@ def test_a_cancelled_waiter_leaves_its_place_and_no_slot_leaks() -> None:
 
 def test_a_retry_is_not_refused_by_a_full_queue() -> None:
     async def main():
-        scheduler = Scheduler(max_concurrent=1, queue_size=1)
+        scheduler = Scheduler(Limits(ceiling=1, adaptive=False, queue_size=1))
         release = asyncio.Event()
 
         async def holder() -> None:
@@ -315,7 +315,9 @@ def test_a_retry_is_not_refused_by_a_full_queue() -> None:
 def test_max_rps_spaces_attempts_on_the_injected_clock(fake_time) -> None:
     async def main():
         scheduler = Scheduler(
-            max_concurrent=5, queue_size=5, max_rps=4, clock=fake_time.clock, sleep=fake_time.sleep
+            Limits(ceiling=5, adaptive=False, queue_size=5, max_rps=4),
+            clock=fake_time.clock,
+            sleep=fake_time.sleep,
         )
         sent_at = []
         for _ in range(4):
@@ -329,7 +331,11 @@ def test_max_rps_spaces_attempts_on_the_injected_clock(fake_time) -> None:
 
 def test_pause_until_holds_new_attempts(fake_time) -> None:
     async def main():
-        scheduler = Scheduler(2, 2, clock=fake_time.clock, sleep=fake_time.sleep)
+        scheduler = Scheduler(
+            Limits(ceiling=2, adaptive=False, queue_size=2),
+            clock=fake_time.clock,
+            sleep=fake_time.sleep,
+        )
         scheduler.pause_until(12.5)
         assert scheduler.paused_for() == 12.5
         async with scheduler.slot(HIGH):

@@ -6,8 +6,8 @@ from typing import Any
 
 from ..sync import run_sync
 from .config import BatchOptions
+from .plan import default_output
 from .runner import BatchRun
-from .sinks import default_output
 from .summary import RunSummary
 
 
@@ -23,10 +23,8 @@ def run_batch(input: str, output: str | None = None, **options: Any) -> RunSumma
 
 async def arun_batch(input: str, output: str | None = None, **options: Any) -> RunSummary:
     """:func:`run_batch` for code that is already async."""
-    run = BatchRun(
-        str(input), None if output is None else str(output), BatchOptions.from_kwargs(options)
-    )
-    return await run.run()
+    opts = BatchOptions.from_kwargs(options)
+    return await BatchRun(str(input), None if output is None else str(output), opts).run()
 
 
 __all__ = ["BatchOptions", "BatchRun", "RunSummary", "arun_batch", "default_output", "run_batch"]

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import InputError, ResumeMismatchError
-from .sinks import atomic_write_bytes, fsync_dir, write_part
+from .durable import atomic_write_bytes, fsync_dir, write_part
 
 MANIFEST = "manifest.json"
 ROW_COLUMN = "__llvm_row"

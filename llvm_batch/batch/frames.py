@@ -115,11 +115,11 @@ async def infer_table(
         len(requests),
         mode=progress,
         status=lambda: {
-            "limit": f"{client.concurrency_limit}/{client.config.max_concurrent_requests}",
+            "limit": f"{client.concurrency_limit}/{client.config.limits.ceiling}",
             "breaker": client.breaker_state,
         },
     )
-    window = asyncio.Semaphore(rows_ahead(client.config.max_concurrent_requests))
+    window = asyncio.Semaphore(rows_ahead(client.config.limits.ceiling))
 
     async def one(index: int, request: Request) -> None:
         try:

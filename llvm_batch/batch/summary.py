@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import safe_url
+from . import columns as cols
 
 EXIT_OK = 0
 EXIT_ERROR_RATE = 1
@@ -58,6 +59,25 @@ class RunSummary:
     exit_code: int = EXIT_OK
     preview: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+    def count(self, result: cols.RowResult, errors: Counter[str], *, kept: bool = False) -> None:
+        """Count one finished row into the totals, its error type into ``errors``.
+
+        ``kept``: the row's result came from an earlier output (``--retry-errors``).
+        """
+        self.kept += kept
+        if result.status == cols.STATUS_OK:
+            self.ok += 1
+            self.input_tokens += result.input_tokens or 0
+            self.output_tokens += result.output_tokens or 0
+            self.truncated += result.finish_reason == cols.FINISH_LENGTH
+        elif result.status == cols.STATUS_ERROR:
+            self.error += 1
+            errors[result.error_type or "error"] += 1
+        else:
+            self.skipped += 1
+        if not kept:
+            self.sent += result.attempts > 0
 
     def finish(
         self, *, errors: Counter[str], elapsed_s: float, exit_code: int | None = None

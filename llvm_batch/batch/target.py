@@ -11,8 +11,8 @@ from typing import Any
 
 from ..errors import InputError, ResumeMismatchError
 from .checkpoint import MANIFEST, describe_change, staging_dir_for
-from .sinks import read_output_metadata
 from .sources import is_url, local_path
+from .writers import read_output_metadata
 
 #: Compression suffixes an output may carry, and the codec each writes.
 COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd", ".xz": "xz"}

@@ -14,6 +14,12 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 
+def most_workers(ceiling: int) -> int:
+    """The pool's limit for ``ceiling`` slots: one worker per slot, plus stand-ins for rows
+    waiting out a backoff; also the client's queue size, so that no worker is refused."""
+    return ceiling * 4 + 32
+
+
 class WorkerPool:
     """Runs ``body(pool)`` coroutines: each loops over rows and calls :meth:`retire` between."""
 

@@ -17,11 +17,10 @@ from ..batch.config import (
 from ..options import (
     DEFAULT_MAX_OUTAGE,
     DEFAULT_MAX_RESPONSE_BYTES,
-    DEFAULT_MAX_RETRIES,
-    DEFAULT_RETRY_DELAY,
     DEFAULT_TIMEOUT,
     ENV_DEFAULT_MODEL,
 )
+from ..retry import DEFAULT_MAX_RETRIES, DEFAULT_RETRY_DELAY
 from .common import F, stack_options
 from .types import ConcurrencyType, Finite, json_object
 

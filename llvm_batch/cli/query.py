@@ -41,7 +41,10 @@ def models(
 @server_options
 def info(
     model: str | None,
-    base_url: str | None, api_key_file: str | None, debug: bool, protocol: str | None
+    base_url: str | None,
+    api_key_file: str | None,
+    debug: bool,
+    protocol: str | None,
 ) -> None:
     """Show what the server says about MODEL (default: $LLVM_DEFAULT_MODEL), as JSON.
 
@@ -61,9 +64,7 @@ def info(
 
 @click.command()
 @server_options
-def ping(
-    base_url: str | None, api_key_file: str | None, debug: bool, protocol: str | None
-) -> None:
+def ping(base_url: str | None, api_key_file: str | None, debug: bool, protocol: str | None) -> None:
     """Exit 0 if the server answers, 1 if not (unreachable, or the API key refused).
 
     \b

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from ..batch import run_batch
-from ..batch.sinks import atomic_write_bytes
+from ..batch.durable import atomic_write_bytes
 from ..errors import InputError
 from .bundles import (
     checkpoint_options,

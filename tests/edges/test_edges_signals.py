@@ -15,7 +15,7 @@ from chaos_support import MODEL, status
 
 from llvm_batch.batch.columns import result_schema
 from llvm_batch.batch.lock import OutputLock
-from llvm_batch.batch.sinks import OutputWriter, WriteInterrupted, write_output
+from llvm_batch.batch.writers import OutputWriter, WriteInterrupted, write_output
 
 SIGNALS = [(signal.SIGINT, 130), (signal.SIGTERM, 143)]
 

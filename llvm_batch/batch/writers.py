@@ -1,8 +1,5 @@
-"""Writing files durably: Parquet parts, and the final output in Parquet, CSV or JSONL.
-
-Every file is written to a temporary name in its final directory, fsynced, then renamed into
-place, so a reader (or a crash) sees either nothing or the whole file.
-"""
+"""The output in Parquet, CSV or JSONL: streamed into a temporary file, renamed into place
+durably (:mod:`.durable`) once whole; and its run record read back."""
 
 from __future__ import annotations
 
@@ -21,75 +18,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from .sources import is_url, local_path
+from .durable import atomic_write_bytes, fsync_dir, fsync_file, tmp_name
 
 SCHEMA_METADATA_KEY = b"llvm_batch"
-
-
-def fsync_dir(path: str) -> None:
-    """Make a rename in ``path`` durable (no-op where directories can't be fsynced)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def default_output(input_path: str) -> str:
-    """``<stem>.llvm.parquet`` beside a local input (in the working directory for a URL)."""
-    name = input_path.rstrip("/").rsplit("/", 1)[-1]
-    for ext in (".gz", ".bz2", ".zst", ".xz"):
-        name = name.removesuffix(ext)
-    stem = os.path.splitext(name)[0] or "output"
-    if is_url(input_path):
-        return f"{stem}.llvm.parquet"
-    return os.path.join(os.path.dirname(local_path(input_path)), f"{stem}.llvm.parquet")
-
-
-def tmp_name(path: str) -> str:
-    head, tail = os.path.split(path)
-    return os.path.join(head, f".{tail}.tmp-{os.getpid()}")
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically and durably."""
-    tmp = tmp_name(path)
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        _discard(tmp)
-        raise
-    fsync_dir(os.path.dirname(path) or ".")
-
-
-def write_part(path: str, table: pa.Table) -> None:
-    """Write a checkpoint part (Parquet) atomically and durably."""
-    tmp = tmp_name(path)
-    try:
-        with open(tmp, "wb") as handle:
-            pq.write_table(table, handle, compression="zstd")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        _discard(tmp)  # a half-written part would only hold on to the space that ran out
-        raise
-
-
-def _discard(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 #: Rows (or bytes, whichever comes first) gathered into one row group of a Parquet output.
@@ -109,14 +40,6 @@ def _compressed(raw: IO[bytes], codec: str | None) -> Any:
     if codec == "xz":
         return lzma.LZMAFile(raw, "wb")
     return pa.CompressedOutputStream(raw, codec)
-
-
-def _fsync_file(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class OutputWriter:
@@ -198,7 +121,7 @@ class OutputWriter:
         self._handle.close()
         if not self._raw.closed:
             self._raw.close()
-        _fsync_file(self._tmp)
+        fsync_file(self._tmp)
         record = done_record_path(self.path)
         if self._parquet is None and self._metadata is not None:
             done = {**self._metadata, "bytes": os.path.getsize(self._tmp)}
