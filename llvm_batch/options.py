@@ -329,8 +329,15 @@ def _breaker_config(
     return BreakerConfig(**dict(breaker))
 
 
-def _protocol(given: str | None, meta: Mapping[str, Any], env: Mapping[str, str]) -> str:
-    """The protocol's canonical name; a bad one says where it came from."""
+def resolve_protocol(
+    given: str | None,
+    metadata: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> str:
+    """The protocol in use: ``given``, else ``metadata``, else ``LLVM_PROTOCOL``, else llvm;
+    a bad one says where it came from."""
+    meta = metadata or {}
+    env = os.environ if environ is None else environ
     sources = (
         (given, ""),
         (meta.get("llvm_protocol"), "metadata"),
@@ -379,7 +386,7 @@ def resolve_config(
         default_model=_first(
             default_model, meta.get("llvm_default_model"), env.get(ENV_DEFAULT_MODEL)
         ),
-        protocol=_protocol(settings.get("protocol"), meta, env),
+        protocol=resolve_protocol(settings.get("protocol"), meta, env),
         retry=retry,
         limits=limits,
         breaker=_breaker_config(settings.get("breaker", True)),

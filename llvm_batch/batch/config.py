@@ -110,7 +110,6 @@ class BatchOptions:
     progress: bool | None = None
     progress_interval: float = DEFAULT_PROGRESS_INTERVAL
     quiet: bool = False
-    summary_json: str | None = None
 
     def __post_init__(self) -> None:
         checks = (

@@ -88,7 +88,7 @@ def plan_run(input_path: str, output_path: str | None, opts: BatchOptions) -> Ru
     source.prescan()
     columns = plan_columns(source.schema, source.path, opts.prefix, opts.retry_errors)
     spec.check(source.schema)
-    check_target(str(input_path), output, output_format, summary_json=opts.summary_json)
+    check_target(str(input_path), output, output_format)
     model, fingerprint = "", {}
     if not opts.dry_run:
         model = opts.model or ""

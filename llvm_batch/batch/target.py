@@ -27,10 +27,8 @@ def output_compression(path: str) -> str | None:
     return None
 
 
-def check_target(
-    input_path: str, output_path: str, fmt: str, *, summary_json: str | None = None
-) -> None:
-    """Raise :class:`InputError` when the run could not write its output (or summary)."""
+def check_target(input_path: str, output_path: str, fmt: str) -> None:
+    """Raise :class:`InputError` when the run could not write its output."""
     if is_url(output_path):
         raise InputError(
             f"the output {output_path!r} is a URL; llvm-batch writes its checkpoint and output "
@@ -49,9 +47,7 @@ def check_target(
                 f"the output {output_path!r} is the input file; the input is never "
                 "overwritten: name another output with -o"
             )
-    _check_writable(out, "output", create_directory=True)
-    if summary_json is not None:
-        _check_writable(summary_json, "--summary-json file")
+    check_writable(out, "output", create_directory=True)
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -63,7 +59,7 @@ def _same_file(a: str, b: str) -> bool:
         return False
 
 
-def _check_writable(path: str, what: str, *, create_directory: bool = False) -> None:
+def check_writable(path: str, what: str, *, create_directory: bool = False) -> None:
     """Refuse a path the run could not write; with ``create_directory`` its missing
     directories are fine as long as the run can create them (the run does, as it starts)."""
     if os.path.isdir(path):

@@ -5,11 +5,10 @@ The server (and with it aiohttp) is imported only when one is started.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ..options import DEFAULT_PROTOCOL, ENV_PROTOCOL, parse_protocol
+from ..options import DEFAULT_PROTOCOL, resolve_protocol
 from .common import UsageFailure
 
 
@@ -42,9 +41,7 @@ def server_url(
 
 def protocol_in_use(protocol: str | None) -> str:
     """``--protocol``, else ``$LLVM_PROTOCOL``, else llvm; a bad value exits 2."""
-    if protocol is not None:
-        return parse_protocol(protocol)
     try:
-        return parse_protocol(os.environ.get(ENV_PROTOCOL) or DEFAULT_PROTOCOL)
+        return resolve_protocol(protocol)
     except ValueError as exc:
-        raise UsageFailure(f"{exc} (from {ENV_PROTOCOL})") from None
+        raise UsageFailure(str(exc)) from None

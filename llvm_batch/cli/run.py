@@ -9,6 +9,7 @@ import click
 
 from ..batch import run_batch
 from ..batch.durable import atomic_write_bytes
+from ..batch.target import check_writable
 from ..errors import InputError
 from .bundles import (
     checkpoint_options,
@@ -61,7 +62,7 @@ def run(
     if input_path is None:
         raise click.UsageError("give an INPUT file, or `input = ...` in the --config file")
     setup_logging(options["debug"])
-    summary_path = options["summary_json"]
+    summary_path = options.pop("summary_json")
     options["api_key"] = read_key_file(api_key_file)
     options["max_response_bytes"] = max(1, int(options.pop("max_response_mb") * 2**20))
     output = options.pop("output")
@@ -73,6 +74,8 @@ def run(
     )
     with server as base_url:
         try:
+            if summary_path:
+                check_writable(summary_path, "--summary-json file")
             summary = run_batch(input_path, output, base_url=base_url, **options)
         except (InputError, ValueError) as exc:
             raise UsageFailure(str(exc)) from None
