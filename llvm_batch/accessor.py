@@ -20,8 +20,9 @@ from .batch.frames import ResultCache, infer_table
 from .batch.prompts import OPTION_NAMES, PromptSpec
 from .client import AsyncLLVMClient
 from .errors import InputError
+from .loops import run_sync
 from .options import DEFAULT_MAX_OUTAGE, ENV_DEFAULT_MODEL, Priority
-from .sync import LLVMClient, run_sync
+from .sync import LLVMClient
 
 _MEMORY_CACHE = ResultCache()
 

@@ -175,3 +175,11 @@ def test_the_sync_client_mirrors_the_async_signatures() -> None:
         sync = inspect.signature(getattr(LLVMClient, name))
         coro = inspect.signature(getattr(AsyncLLVMClient, name))
         assert sync == coro, name
+
+
+def test_the_loop_plumbing_stands_apart_from_the_clients() -> None:
+    """``loops`` needs nothing of the package; the sync facade and the batch layer use it."""
+    assert {name for name in imports_of(PACKAGE / "loops.py") if name.startswith(".")} == set()
+    assert ".loops" in imports_of(PACKAGE / "sync.py")
+    batch_imports = imports_of(PACKAGE / "batch" / "__init__.py")
+    assert ".loops" in batch_imports and ".sync" not in batch_imports
