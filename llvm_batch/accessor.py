@@ -16,8 +16,9 @@ import pandas as pd
 import pyarrow as pa
 
 from .batch import columns as cols
-from .batch.frames import ResultCache, infer_table
+from .batch.cache import ResultCache
 from .batch.prompts import OPTION_NAMES, PromptSpec
+from .batch.tables import infer_table
 from .client import AsyncLLVMClient
 from .errors import InputError
 from .loops import run_sync
