@@ -9,11 +9,11 @@ from __future__ import annotations
 import weakref
 from collections.abc import Coroutine, Mapping, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 from .client import AsyncLLVMClient, ClientStats
 from .loops import LoopThread, running_loop
-from .options import Priority
+from .options import ClientConfig, ClientSettings, Priority
 
 T = TypeVar("T")
 
@@ -27,10 +27,25 @@ class LLVMClient:
             print(client.list_models())
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        default_model: str | None = None,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        config: ClientConfig | None = None,
+        **settings: Unpack[ClientSettings],
+    ) -> None:
+        """As :class:`AsyncLLVMClient`: settings as keywords
+        (:class:`~llvm_batch.options.ClientSettings`), resolved with ``metadata`` and the
+        ``LLVM_*`` environment, or one finished ``config``. The engine's hooks for injected time
+        (``clock=``, ``sleep=``...) belong to the async face, whose loop the caller drives."""
         self._loop = LoopThread()
         try:
-            self._async = AsyncLLVMClient(*args, **kwargs)
+            self._async = AsyncLLVMClient(
+                base_url, api_key, default_model, metadata=metadata, config=config, **settings
+            )
         except BaseException:
             self._loop.stop()
             raise
@@ -142,16 +157,20 @@ class LLVMClient:
         return self._run(self._async.test_endpoint())
 
     def set_api_key(self, api_key: str | None) -> None:
+        """Use ``api_key`` for the following requests (None to send no key)."""
         self._async.set_api_key(api_key)
 
     def get_api_key(self) -> str | None:
+        """The API key in use, or None."""
         return self._async.get_api_key()
 
     def get_default_model(self) -> str | None:
+        """The model used when a call passes none."""
         return self._async.get_default_model()
 
     @property
-    def config(self) -> Any:
+    def config(self) -> ClientConfig:
+        """The client's finished settings."""
         return self._async.config
 
     @property
@@ -161,17 +180,21 @@ class LLVMClient:
 
     @property
     def queue_depth(self) -> int:
+        """Requests waiting for a concurrency slot."""
         return self._async.queue_depth
 
     @property
     def active_requests(self) -> int:
+        """Requests in flight."""
         return self._async.active_requests
 
     @property
     def breaker_state(self) -> str:
+        """``closed``, ``open`` or ``half_open`` (``disabled`` without a breaker)."""
         return self._async.breaker_state
 
     def stats(self) -> ClientStats:
+        """A snapshot of queue depth, active requests, the concurrency limit, breaker, counters."""
         return self._async.stats()
 
     def close(self) -> None:

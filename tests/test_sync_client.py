@@ -15,6 +15,7 @@ from llvm_batch import (
     ServerError,
 )
 from llvm_batch.loops import ENV_EVENT_LOOP
+from llvm_batch.options import resolve_config
 from llvm_batch.server import Faults, reference_output
 
 MODEL = "llvm-model-1"
@@ -120,3 +121,14 @@ def test_the_sync_client_answers_on_either_loop(server, monkeypatch) -> None:
         with LLVMClient(server.url) as client:
             assert type(client.loop_thread.loop).__module__.split(".")[0] == kind
             assert client.run_inference(MODEL, "hi")["outputs"] == reference_output(MODEL, "hi")
+
+
+def test_sync_client_takes_one_finished_config_or_keywords_not_both(server) -> None:
+    config = resolve_config(base_url=server.url, default_model=MODEL, max_retries=0)
+    with LLVMClient(config=config) as client:
+        assert client.config is config
+        assert client.run_inference(None, "hi")["outputs"] == reference_output(MODEL, "hi")
+    with pytest.raises(TypeError, match="either config= or settings"):
+        LLVMClient(config=config, max_retries=2)
+    with pytest.raises(TypeError, match="max_retrys"):
+        LLVMClient(server.url, max_retrys=2)  # type: ignore[call-arg]
