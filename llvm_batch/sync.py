@@ -11,7 +11,8 @@ from collections.abc import Coroutine, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar, Unpack
 
-from .client import AsyncLLVMClient, ClientStats
+from .client import AsyncLLVMClient
+from .engine import ClientStats
 from .loops import LoopThread, running_loop
 from .options import ClientConfig, ClientSettings, Priority
 
