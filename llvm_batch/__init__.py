@@ -39,6 +39,7 @@ if TYPE_CHECKING:
         ResumeMismatchError,
         ServerError,
     )
+    from .loops import run_sync
     from .options import (
         BreakerConfig,
         ClientConfig,
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
         resolve_config,
     )
     from .retry import RetryPolicy
-    from .sync import LLVMClient, run_sync
+    from .sync import LLVMClient
 
 __version__ = "0.1.0"
 
@@ -71,7 +72,8 @@ _HOMES: dict[str, str] = {
         ".options",
     ),
     "RetryPolicy": ".retry",
-    **dict.fromkeys(("LLVMClient", "run_sync"), ".sync"),
+    "LLVMClient": ".sync",
+    "run_sync": ".loops",
 }
 
 __all__ = [

@@ -8,54 +8,38 @@ raises; it is a row with ``llvm_status="error"`` and the reason.
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Unpack
 
 import pandas as pd
 import pyarrow as pa
 
 from .batch import columns as cols
-from .batch.frames import ResultCache, infer_table
-from .batch.prompts import OPTION_NAMES, PromptSpec
+from .batch.prompts import PromptSpec
+from .batch.tables import infer_table
 from .client import AsyncLLVMClient
 from .errors import InputError
-from .options import DEFAULT_MAX_OUTAGE, ENV_DEFAULT_MODEL, Priority
-from .sync import LLVMClient, run_sync
-
-_MEMORY_CACHE = ResultCache()
-
-CacheOption = bool | str | os.PathLike[str] | ResultCache | None
-
-
-def _cache(cache: CacheOption) -> ResultCache | None:
-    """None/False: no cache; True: the process-wide memory cache; a path: a directory cache."""
-    if cache is None or cache is False:
-        return None
-    if cache is True:
-        return _MEMORY_CACHE
-    if isinstance(cache, ResultCache):
-        return cache
-    return ResultCache(cache)
+from .frame_options import (
+    RUN_DEFAULTS,
+    FrameCall,
+    FrameOptions,
+    SamplingOptions,
+    chat_spec,
+    infer_spec,
+    split_keywords,
+)
+from .loops import run_sync
+from .sync import LLVMClient
 
 
-def _in_notebook() -> bool:
-    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
-    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
-
-
-def _progress_mode(progress: bool | None) -> str:
-    if progress is False:
-        return "off"
-    if progress is True or _in_notebook() or sys.stderr.isatty():
-        return "bar"
-    return "off"
+def check_columns(spec: PromptSpec, columns: list[Any]) -> None:
+    """Raise the :class:`InputError` that names any column ``spec`` reads and ``columns`` lack."""
+    if any(c not in columns for c in spec.columns_needed()):
+        spec.check(pa.schema([pa.field(str(c), pa.null()) for c in columns]))
 
 
 def _arrow_input(frame: pd.DataFrame, spec: PromptSpec) -> pa.Table:
-    missing = [c for c in spec.columns_needed() if c not in frame.columns]
-    if missing:
-        spec.check(pa.schema([pa.field(str(c), pa.null()) for c in frame.columns]))
+    check_columns(spec, list(frame.columns))
     needed = frame[spec.columns_needed()].reset_index(drop=True)
     try:
         return pa.Table.from_pandas(needed, preserve_index=False)
@@ -71,128 +55,80 @@ def _attach(frame: pd.DataFrame, results: pa.Table) -> pd.DataFrame:
     return pd.concat([base, extra], axis=1)
 
 
-class _Runner:
-    """One ``infer``/``chat`` call: its spec, model, client choice and options."""
+class FrameRun:
+    """A resolved :class:`FrameCall` over one DataFrame: its prompts as Arrow, then results."""
 
-    def __init__(
-        self,
-        frame: pd.DataFrame,
-        spec: PromptSpec,
-        model: str | None,
-        *,
-        client: LLVMClient | AsyncLLVMClient | None,
-        progress: bool | None,
-        cache: CacheOption,
-        prefix: str,
-        priority: Priority | str,
-        max_outage: float,
-        client_options: dict[str, Any],
-    ) -> None:
-        if client is not None and client_options:
-            raise TypeError(
-                f"pass either client= or client options, not both ({', '.join(client_options)})"
-            )
+    def __init__(self, frame: pd.DataFrame, call: FrameCall) -> None:
         self.frame = frame
-        self.spec = spec
-        self.client = client
-        self.client_options = client_options
-        self.model = (
-            model
-            or (client.get_default_model() if client is not None else None)
-            or client_options.get("default_model")
-            or os.environ.get(ENV_DEFAULT_MODEL)
-        )
-        if not self.model:
-            raise ValueError(
-                "no model given: pass model=, a client with a default model, "
-                f"or set {ENV_DEFAULT_MODEL}"
-            )
-        self.table = _arrow_input(frame, spec)
-        self.kwargs: dict[str, Any] = {
-            "prefix": prefix,
-            "priority": Priority.parse(priority),
-            "max_outage": max_outage,
-            "progress": _progress_mode(progress),
-            "cache": _cache(cache),
-        }
+        self.call = call
+        self.table = _arrow_input(frame, call.spec)
 
     async def _results(self, client: AsyncLLVMClient) -> pa.Table:
-        assert self.model is not None
-        return await infer_table(self.table, self.spec, client, self.model, **self.kwargs)
+        call = self.call
+        return await infer_table(
+            self.table,
+            call.spec,
+            client,
+            call.model,
+            prefix=call.prefix,
+            priority=call.priority,
+            max_outage=call.max_outage,
+            progress=call.progress,
+            cache=call.cache,
+        )
 
     async def _with_own_client(self) -> pa.Table:
-        options = {"default_model": self.model, **self.client_options}
-        async with AsyncLLVMClient(**options) as client:
+        async with AsyncLLVMClient(config=self.call.config) as client:
             return await self._results(client)
 
     def run(self) -> pd.DataFrame:
-        if isinstance(self.client, AsyncLLVMClient):
+        client = self.call.client
+        if isinstance(client, AsyncLLVMClient):
             raise TypeError(
                 "an AsyncLLVMClient needs `await df.llvm.ainfer(...)`; pass an LLVMClient here"
             )
-        if isinstance(self.client, LLVMClient):
-            table = self.client.loop_thread.run(self._results(self.client.async_client))
+        if isinstance(client, LLVMClient):
+            table = client.loop_thread.run(self._results(client.async_client))
         else:
             table = run_sync(self._with_own_client())
         return _attach(self.frame, table)
 
     async def arun(self) -> pd.DataFrame:
-        if isinstance(self.client, LLVMClient):
-            future = self.client.loop_thread.submit(self._results(self.client.async_client))
+        client = self.call.client
+        if isinstance(client, LLVMClient):
+            future = client.loop_thread.submit(self._results(client.async_client))
             table = await asyncio.wrap_future(future)
-        elif isinstance(self.client, AsyncLLVMClient):
-            table = await self._results(self.client)
+        elif isinstance(client, AsyncLLVMClient):
+            table = await self._results(client)
         else:
             table = await self._with_own_client()
         return _attach(self.frame, table)
 
 
-def _infer_spec(prompt: str, template: str | None, options: dict[str, Any]) -> PromptSpec:
-    return PromptSpec(prompt_column=prompt, template=template, options=_given(options))
-
-
-def _chat_spec(
-    messages: str, user: str | None, system: str | None, options: dict[str, Any]
-) -> PromptSpec:
-    return PromptSpec(
-        chat=True,
-        messages_column=messages,
-        template=user,
-        system=system,
-        options=_given(options),
-    )
-
-
-def _given(options: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in options.items() if v is not None}
-
-
-_RUN_KEYS = ("client", "progress", "cache", "prefix", "priority", "max_outage")
-
-
-def _split(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    run = {k: kwargs.pop(k) for k in _RUN_KEYS if k in kwargs}
-    run.setdefault("client", None)
-    run.setdefault("progress", None)
-    run.setdefault("cache", None)
-    run.setdefault("prefix", cols.DEFAULT_PREFIX)
-    run.setdefault("priority", Priority.NORMAL)
-    run.setdefault("max_outage", DEFAULT_MAX_OUTAGE)
-    return run, kwargs
+def _given(**prompt_args: str | None) -> dict[str, Any]:
+    return {name: value for name, value in prompt_args.items() if value is not None}
 
 
 @pd.api.extensions.register_dataframe_accessor("llvm")
 class LLVMFrameAccessor:
-    """``df.llvm``: run each row of a DataFrame through an LLVM server."""
+    """``df.llvm``: run each row of a DataFrame through an LLVM server.
+
+    Every method takes :class:`~llvm_batch.frame_options.FrameOptions` as keywords: sampling
+    options (``max_tokens``...), run options (``client``, ``progress``, ``cache``, ``prefix``,
+    ``priority``, ``max_outage``) and client options (``base_url``, ``max_retries``...).
+    """
 
     def __init__(self, obj: pd.DataFrame) -> None:
         self._obj = obj
 
-    def _runner(self, spec_of: Any, model: str | None, kwargs: dict[str, Any]) -> _Runner:
-        options = {name: kwargs.pop(name, None) for name in OPTION_NAMES}
-        spec = spec_of(options)
-        run, client_options = _split(kwargs)
-        return _Runner(self._obj, spec, model, client_options=client_options, **run)
+    def _run(
+        self,
+        model: str | None,
+        kwargs: FrameOptions,
+        spec_of: Callable[[SamplingOptions], PromptSpec],
+    ) -> FrameRun:
+        sampling, run, client_options = split_keywords(kwargs)
+        return FrameRun(self._obj, FrameCall.resolve(spec_of(sampling), model, run, client_options))
 
     def infer(
         self,
@@ -200,10 +136,10 @@ class LLVMFrameAccessor:
         *,
         prompt: str = "prompt",
         template: str | None = None,
-        **kwargs: Any,
+        **kwargs: Unpack[FrameOptions],
     ) -> pd.DataFrame:
         """Inference per row: prompt from a column, or ``template`` over columns."""
-        return self._runner(lambda o: _infer_spec(prompt, template, o), model, kwargs).run()
+        return self._run(model, kwargs, lambda s: infer_spec(prompt, template, s)).run()
 
     async def ainfer(
         self,
@@ -211,10 +147,10 @@ class LLVMFrameAccessor:
         *,
         prompt: str = "prompt",
         template: str | None = None,
-        **kwargs: Any,
+        **kwargs: Unpack[FrameOptions],
     ) -> pd.DataFrame:
         """:meth:`infer` for async code."""
-        return await self._runner(lambda o: _infer_spec(prompt, template, o), model, kwargs).arun()
+        return await self._run(model, kwargs, lambda s: infer_spec(prompt, template, s)).arun()
 
     def chat(
         self,
@@ -223,10 +159,10 @@ class LLVMFrameAccessor:
         messages: str = "messages",
         user: str | None = None,
         system: str | None = None,
-        **kwargs: Any,
+        **kwargs: Unpack[FrameOptions],
     ) -> pd.DataFrame:
         """Chat per row: a messages column, or ``system`` plus a ``user`` template."""
-        return self._runner(lambda o: _chat_spec(messages, user, system, o), model, kwargs).run()
+        return self._run(model, kwargs, lambda s: chat_spec(messages, user, system, s)).run()
 
     async def achat(
         self,
@@ -235,21 +171,36 @@ class LLVMFrameAccessor:
         messages: str = "messages",
         user: str | None = None,
         system: str | None = None,
-        **kwargs: Any,
+        **kwargs: Unpack[FrameOptions],
     ) -> pd.DataFrame:
         """:meth:`chat` for async code."""
-        return await self._runner(
-            lambda o: _chat_spec(messages, user, system, o), model, kwargs
-        ).arun()
+        return await self._run(model, kwargs, lambda s: chat_spec(messages, user, system, s)).arun()
 
     def retry_errors(
-        self, model: str | None = None, *, chat: bool = False, **kwargs: Any
+        self,
+        model: str | None = None,
+        *,
+        chat: bool = False,
+        prompt: str | None = None,
+        template: str | None = None,
+        messages: str | None = None,
+        user: str | None = None,
+        system: str | None = None,
+        **kwargs: Unpack[FrameOptions],
     ) -> pd.DataFrame:
         """Re-run only the rows whose status is ``error``; pass the first call's keywords.
 
         ``chat=True`` retries a :meth:`chat` result (``messages=``/``user=``/``system=``).
         """
-        prefix = kwargs.get("prefix", cols.DEFAULT_PREFIX)
+        infer_args = _given(prompt=prompt, template=template)
+        chat_args = _given(messages=messages, user=user, system=system)
+        own, other = (chat_args, infer_args) if chat else (infer_args, chat_args)
+        if other:
+            raise TypeError(
+                f"retry_errors(chat={chat}) takes the keywords of "
+                f"{'chat' if chat else 'infer'}, not {', '.join(f'{n}=' for n in other)}"
+            )
+        prefix = kwargs.get("prefix", RUN_DEFAULTS["prefix"])
         status = prefix + "status"
         if status not in self._obj.columns:
             raise InputError(f"no {status} column: retry_errors works on a df.llvm result")
@@ -258,7 +209,8 @@ class LLVMFrameAccessor:
         if not failed.any():
             return out
         rows = self._obj[failed].drop(columns=cols.result_names(prefix))
-        redone = rows.llvm.chat(model, **kwargs) if chat else rows.llvm.infer(model, **kwargs)
+        again = rows.llvm.chat if chat else rows.llvm.infer
+        redone = again(model, **own, **kwargs)
         for name in cols.result_names(prefix):
             out.loc[failed, name] = redone[name].to_numpy()
         return out
@@ -276,10 +228,12 @@ class LLVMSeriesAccessor:
         name = self._obj.name
         return result if name is None else result.rename(columns={"prompt": name})
 
-    def infer(self, model: str | None = None, **kwargs: Any) -> pd.DataFrame:
+    def infer(self, model: str | None = None, **kwargs: Unpack[FrameOptions]) -> pd.DataFrame:
         """Inference for each prompt of the Series; a DataFrame of prompts and results."""
         return self._named(self._obj.to_frame("prompt").llvm.infer(model, **kwargs))
 
-    async def ainfer(self, model: str | None = None, **kwargs: Any) -> pd.DataFrame:
+    async def ainfer(
+        self, model: str | None = None, **kwargs: Unpack[FrameOptions]
+    ) -> pd.DataFrame:
         """:meth:`infer` for async code."""
         return self._named(await self._obj.to_frame("prompt").llvm.ainfer(model, **kwargs))

@@ -8,25 +8,31 @@ from __future__ import annotations
 import atexit
 import os
 import threading
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Unpack
 
 import dask.dataframe as dd
 import pandas as pd
 from dask.dataframe.extensions import register_dataframe_accessor
 
-from .accessor import LLVMFrameAccessor  # also registers df.llvm, used on each partition
+from .accessor import FrameRun, check_columns  # also registers df.llvm
 from .batch import columns as cols
-from .batch.prompts import OPTION_NAMES, PromptSpec
-from .errors import InputError
-from .options import resolve_config
+from .batch.prompts import PromptSpec
+from .frame_options import (
+    ClientOptions,
+    FrameCall,
+    FrameOptions,
+    RunOptions,
+    SamplingOptions,
+    chat_spec,
+    infer_spec,
+    split_keywords,
+)
+from .options import Priority, resolve_config
 from .sync import LLVMClient
 
 __all__ = ["LLVMDaskAccessor", "close_clients", "result_meta"]
-
-#: Keywords for the per-partition call; every other keyword is a client option.
-_CALL_KEYS = (*OPTION_NAMES, "cache", "prefix", "priority", "max_outage")
 
 _CLIENTS: dict[Hashable, LLVMClient] = {}
 _CLIENTS_LOCK = threading.Lock()
@@ -51,7 +57,7 @@ def _freeze(value: Any) -> Hashable:
     return value  # type: ignore[no-any-return]
 
 
-def _client_key(options: Mapping[str, Any]) -> Hashable:
+def _client_key(options: ClientOptions) -> Hashable:
     key = _freeze(options)
     try:
         hash(key)
@@ -63,7 +69,7 @@ def _client_key(options: Mapping[str, Any]) -> Hashable:
     return key
 
 
-def _shared_client(options: Mapping[str, Any]) -> LLVMClient:
+def _shared_client(options: ClientOptions) -> LLVMClient:
     """This process's client for ``options``, created on first use."""
     key = _client_key(options)
     with _CLIENTS_LOCK:
@@ -111,18 +117,18 @@ def _worker_processes() -> int | None:
 
 @dataclass(frozen=True)
 class _Partition:
-    """What each partition runs: the pandas accessor with this process's shared client."""
+    """What each partition runs: its prompt, resolved on the worker with that process's
+    shared client (whose settings come from the worker's environment), through df.llvm's
+    engine."""
 
-    method: str
+    spec: PromptSpec
     model: str | None
-    arguments: Mapping[str, Any]
-    client_options: Mapping[str, Any]
+    run: RunOptions
+    client_options: ClientOptions
 
     def __call__(self, part: pd.DataFrame) -> pd.DataFrame:
-        client = _shared_client(self.client_options)
-        run = getattr(LLVMFrameAccessor(part), self.method)
-        result: pd.DataFrame = run(self.model, client=client, progress=False, **self.arguments)
-        return result
+        run: RunOptions = {**self.run, "client": _shared_client(self.client_options)}
+        return FrameRun(part, FrameCall.resolve(self.spec, self.model, run, {})).run()
 
 
 @register_dataframe_accessor("llvm")  # type: ignore[no-untyped-call]
@@ -149,32 +155,28 @@ class LLVMDaskAccessor:
         self,
         method: str,
         model: str | None,
-        spec: PromptSpec,
-        prompt_args: dict[str, Any],
-        kwargs: dict[str, Any],
+        kwargs: FrameOptions,
+        spec_of: Callable[[SamplingOptions], PromptSpec],
     ) -> dd.DataFrame:
         for name in ("client", "progress"):
             if name in kwargs:
                 raise TypeError(f"ddf.llvm.{method} takes client options, not {name}=")
+        sampling, run, client_options = split_keywords(kwargs)
+        spec = spec_of(sampling)
         meta: pd.DataFrame = self._obj._meta
-        missing = [c for c in spec.columns_needed() if c not in meta.columns]
-        if missing:
-            raise InputError(
-                f"the frame has no column {', '.join(map(repr, missing))}; "
-                f"its columns are: {', '.join(map(str, meta.columns))}"
-            )
-        arguments = {**prompt_args, **{k: kwargs.pop(k) for k in _CALL_KEYS if k in kwargs}}
-        client_options = dict(kwargs)
+        check_columns(spec, list(meta.columns))
+        # Settled here, so that a mistake fails as the graph is built, not on every worker.
+        run["priority"] = Priority.parse(run["priority"])
+        run["progress"] = False
         total = client_options.get("max_concurrent_requests")
         processes = _worker_processes()
         if isinstance(total, int) and processes is not None:  # "auto": each adapts its own
             client_options["max_concurrent_requests"] = max(1, int(total) // processes)
-        resolve_config(**client_options)  # fail here rather than on every worker
+        resolve_config(**client_options)
         _client_key(client_options)
-        partition = _Partition(method, model, arguments, client_options)
-        prefix = arguments.get("prefix", cols.DEFAULT_PREFIX)
+        partition = _Partition(spec, model, run, client_options)
         lazy: dd.DataFrame = self._obj.map_partitions(  # type: ignore[no-untyped-call]
-            partition, meta=result_meta(meta, prefix)
+            partition, meta=result_meta(meta, run["prefix"])
         )
         return lazy
 
@@ -184,12 +186,10 @@ class LLVMDaskAccessor:
         *,
         prompt: str = "prompt",
         template: str | None = None,
-        **kwargs: Any,
+        **kwargs: Unpack[FrameOptions],
     ) -> dd.DataFrame:
         """Lazy ``df.llvm.infer`` per partition: prompt from a column, or ``template``."""
-        spec = PromptSpec(prompt_column=prompt, template=template)
-        prompt_args = {"prompt": prompt, "template": template}
-        return self._lazy("infer", model, spec, prompt_args, kwargs)
+        return self._lazy("infer", model, kwargs, lambda s: infer_spec(prompt, template, s))
 
     def chat(
         self,
@@ -198,9 +198,7 @@ class LLVMDaskAccessor:
         messages: str = "messages",
         user: str | None = None,
         system: str | None = None,
-        **kwargs: Any,
+        **kwargs: Unpack[FrameOptions],
     ) -> dd.DataFrame:
         """Lazy ``df.llvm.chat`` per partition: a messages column, or ``system`` plus ``user``."""
-        spec = PromptSpec(chat=True, messages_column=messages, template=user, system=system)
-        prompt_args = {"messages": messages, "user": user, "system": system}
-        return self._lazy("chat", model, spec, prompt_args, kwargs)
+        return self._lazy("chat", model, kwargs, lambda s: chat_spec(messages, user, system, s))

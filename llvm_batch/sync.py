@@ -1,107 +1,22 @@
-"""Sync over async: the ``run_sync`` bridge and the :class:`LLVMClient` facade.
+"""The blocking face: :class:`LLVMClient`, the async engine driven from plain code.
 
-``run_sync`` runs a coroutine to completion from plain code, and also from inside a running
-event loop (a Jupyter cell) by running it on a background loop thread. ``LLVMClient`` keeps
-one background loop of its own, so its HTTP session outlives each call.
+``LLVMClient`` keeps one background loop of its own (:class:`~llvm_batch.loops.LoopThread`),
+so its HTTP session outlives each call, in scripts and inside a running event loop alike.
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
-import threading
 import weakref
 from collections.abc import Coroutine, Mapping, Sequence
-from concurrent.futures import Future
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
-from .client import AsyncLLVMClient, ClientStats
-from .options import Priority
-
-try:  # a faster event loop, where it is installed (not on Windows)
-    import uvloop
-except ImportError:  # pragma: no cover - depends on the platform
-    uvloop = None  # type: ignore[assignment]
+from .client import AsyncLLVMClient
+from .engine import ClientStats
+from .loops import LoopThread, running_loop
+from .options import ClientConfig, ClientSettings, Priority
 
 T = TypeVar("T")
-
-#: ``LLVM_BATCH_EVENT_LOOP=asyncio`` keeps the standard library's loop even with uvloop.
-ENV_EVENT_LOOP = "LLVM_BATCH_EVENT_LOOP"
-
-
-def _use_uvloop() -> bool:
-    return uvloop is not None and os.environ.get(ENV_EVENT_LOOP, "").lower() != "asyncio"
-
-
-def new_event_loop() -> asyncio.AbstractEventLoop:
-    """A new event loop: uvloop's where available, else the standard library's."""
-    return uvloop.new_event_loop() if _use_uvloop() else asyncio.new_event_loop()
-
-
-def run_loop(coro: Coroutine[Any, Any, T]) -> T:
-    """``asyncio.run(coro)`` on a loop from :func:`new_event_loop`."""
-    if _use_uvloop():
-        return uvloop.run(coro)
-    return asyncio.run(coro)
-
-
-class LoopThread:
-    """An event loop running forever on a daemon thread; coroutines are submitted to it."""
-
-    def __init__(self, name: str = "llvm-batch-loop") -> None:
-        self.loop = new_event_loop()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
-
-    def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on this loop and wait for it from the calling thread."""
-        if _running_loop() is self.loop:
-            coro.close()
-            raise RuntimeError("LoopThread.run called from its own loop; await instead")
-        return self.submit(coro).result()
-
-    def stop(self) -> None:
-        if self.loop.is_closed():
-            return
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join()
-        self.loop.close()
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-
-
-def run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` to completion, whether or not this thread already runs an event loop."""
-    if _running_loop() is None:
-        return run_loop(coro)
-    result: list[T] = []
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            result.append(run_loop(coro))
-        except BaseException as exc:  # handed to the caller's thread below
-            errors.append(exc)
-
-    thread = threading.Thread(target=target, name="llvm-batch-run-sync", daemon=True)
-    thread.start()
-    thread.join()
-    if errors:
-        raise errors[0]
-    return result[0]
 
 
 class LLVMClient:
@@ -113,10 +28,25 @@ class LLVMClient:
             print(client.list_models())
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        default_model: str | None = None,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        config: ClientConfig | None = None,
+        **settings: Unpack[ClientSettings],
+    ) -> None:
+        """As :class:`AsyncLLVMClient`: settings as keywords
+        (:class:`~llvm_batch.options.ClientSettings`), resolved with ``metadata`` and the
+        ``LLVM_*`` environment, or one finished ``config``. The engine's hooks for injected time
+        (``clock=``, ``sleep=``...) belong to the async face, whose loop the caller drives."""
         self._loop = LoopThread()
         try:
-            self._async = AsyncLLVMClient(*args, **kwargs)
+            self._async = AsyncLLVMClient(
+                base_url, api_key, default_model, metadata=metadata, config=config, **settings
+            )
         except BaseException:
             self._loop.stop()
             raise
@@ -228,16 +158,20 @@ class LLVMClient:
         return self._run(self._async.test_endpoint())
 
     def set_api_key(self, api_key: str | None) -> None:
+        """Use ``api_key`` for the following requests (None to send no key)."""
         self._async.set_api_key(api_key)
 
     def get_api_key(self) -> str | None:
+        """The API key in use, or None."""
         return self._async.get_api_key()
 
     def get_default_model(self) -> str | None:
+        """The model used when a call passes none."""
         return self._async.get_default_model()
 
     @property
-    def config(self) -> Any:
+    def config(self) -> ClientConfig:
+        """The client's finished settings."""
         return self._async.config
 
     @property
@@ -247,17 +181,21 @@ class LLVMClient:
 
     @property
     def queue_depth(self) -> int:
+        """Requests waiting for a concurrency slot."""
         return self._async.queue_depth
 
     @property
     def active_requests(self) -> int:
+        """Requests in flight."""
         return self._async.active_requests
 
     @property
     def breaker_state(self) -> str:
+        """``closed``, ``open`` or ``half_open`` (``disabled`` without a breaker)."""
         return self._async.breaker_state
 
     def stats(self) -> ClientStats:
+        """A snapshot of queue depth, active requests, the concurrency limit, breaker, counters."""
         return self._async.stats()
 
     def close(self) -> None:
@@ -281,7 +219,7 @@ def _shut_down(loop: LoopThread, client: AsyncLLVMClient) -> None:
     facade, so that collecting it can run this)."""
     if loop.loop.is_closed():
         return
-    if _running_loop() is loop.loop:  # collected on the loop's own thread: can't wait there
+    if running_loop() is loop.loop:  # collected on the loop's own thread: can't wait there
         loop.loop.create_task(client.aclose()).add_done_callback(lambda _: loop.loop.stop())
         return
     loop.run(client.aclose())

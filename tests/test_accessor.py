@@ -172,3 +172,55 @@ def test_series_with_a_non_string_name(server) -> None:
     out = pd.Series(["x"], name=0).llvm.infer(MODEL, base_url=server.url)
     assert out.columns[0] == 0
     assert out["llvm_output"].iloc[0] == reference_output(MODEL, "x")
+
+
+def test_model_and_key_come_from_arguments_then_metadata_then_the_environment(
+    make_server, frame, monkeypatch
+) -> None:
+    server = make_server(api_key="env-key")
+    monkeypatch.setenv("LLVM_API_KEY", "env-key")
+    monkeypatch.setenv("LLVM_DEFAULT_MODEL", "llvm-model-2")
+    from_env = frame.llvm.infer(base_url=server.url)
+    assert from_env.loc[10, "llvm_output"] == reference_output("llvm-model-2", "alpha")
+
+    monkeypatch.delenv("LLVM_API_KEY")
+    meta = {"llvm_default_model": MODEL, "llvm_api_key": "env-key"}
+    from_metadata = frame.llvm.infer(base_url=server.url, metadata=meta)
+    assert set(from_metadata["llvm_model"].dropna()) == {MODEL}
+    assert set(from_metadata["llvm_status"]) == {"ok", "skipped"}
+
+    given = frame.llvm.chat("llvm-model-2", user="{prompt}", base_url=server.url, metadata=meta)
+    assert given.loc[10, "llvm_output"] == reference_output("llvm-model-2", "user: alpha")
+
+
+def test_the_missing_model_message_names_every_way_to_give_one(server, frame, monkeypatch):
+    monkeypatch.delenv("LLVM_DEFAULT_MODEL", raising=False)
+    with pytest.raises(ValueError) as info:
+        frame.llvm.infer(base_url=server.url)
+    assert str(info.value) == (
+        "no model given: pass model=, a client with a default model, or set LLVM_DEFAULT_MODEL"
+    )
+    with LLVMClient(base_url=server.url) as client, pytest.raises(ValueError, match="no model"):
+        frame.llvm.infer(client=client)
+    assert server.stats.requests == 0
+
+
+def test_priority_and_options_are_checked_before_anything_is_sent(server, frame) -> None:
+    with pytest.raises(ValueError, match="priority must be one of high, normal, low"):
+        frame.llvm.infer(MODEL, base_url=server.url, priority="urgent")
+    with pytest.raises(TypeError, match="unknown client option.*max_retrys"):
+        frame.llvm.infer(MODEL, base_url=server.url, max_retrys=1)  # type: ignore[call-arg]
+    with LLVMClient(base_url=server.url) as client, pytest.raises(TypeError, match="not both"):
+        frame.llvm.infer(MODEL, client=client, max_retries=1)
+    assert server.stats.requests == 0
+    out = frame.llvm.infer(MODEL, base_url=server.url, priority="high", progress=False)
+    assert set(out["llvm_status"]) == {"ok", "skipped"}
+
+
+def test_retry_errors_refuses_the_other_methods_prompt_keywords(server, frame) -> None:
+    done = frame.llvm.infer(MODEL, base_url=server.url)
+    with pytest.raises(TypeError, match=r"chat=True\) takes the keywords of chat, not template="):
+        done.llvm.retry_errors(MODEL, chat=True, template="{prompt}")
+    with pytest.raises(TypeError, match=r"takes the keywords of infer, not user=, system="):
+        done.llvm.retry_errors(MODEL, user="{prompt}", system="Be short.")
+    pd.testing.assert_frame_equal(done.llvm.retry_errors(MODEL, base_url=server.url), done)

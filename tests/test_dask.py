@@ -144,6 +144,22 @@ def test_mistakes_fail_when_the_graph_is_built(frame: pd.DataFrame) -> None:
         ddf.llvm.infer(MODEL, protocol="grpc")
 
 
+def test_run_keywords_are_settled_when_the_graph_is_built(
+    server: ServerThread, local_clients: None, frame: pd.DataFrame
+) -> None:
+    ddf = dd.from_pandas(frame.head(6), npartitions=2)
+    with pytest.raises(TypeError, match="not progress="):
+        ddf.llvm.chat(MODEL, progress=True)
+    with pytest.raises(ValueError, match="priority must be one of high, normal, low"):
+        ddf.llvm.infer(MODEL, priority="urgent")
+
+    lazy = ddf.llvm.infer(MODEL, base_url=server.url, priority="low", prefix="x_", max_tokens=2)
+    out = lazy.compute(scheduler="threads")
+
+    assert list(lazy.columns) == list(out.columns) and "x_output" in out.columns
+    assert list(out["x_output"]) == [reference_output(MODEL, p, 2) for p in frame["prompt"][:6]]
+
+
 def test_threaded_scheduler_in_openai_mode(
     make_server, local_clients: None, frame: pd.DataFrame
 ) -> None:

@@ -175,3 +175,30 @@ def test_the_sync_client_mirrors_the_async_signatures() -> None:
         sync = inspect.signature(getattr(LLVMClient, name))
         coro = inspect.signature(getattr(AsyncLLVMClient, name))
         assert sync == coro, name
+
+
+#: The async engine's hooks for injected time and randomness, which the sync face leaves out:
+#: its engine runs on a hidden loop thread the caller can't keep in step with.
+ENGINE_HOOKS = {"clock", "sleep", "wall_clock", "random"}
+
+
+def test_the_sync_client_is_built_like_the_async_one_minus_the_time_hooks() -> None:
+    from llvm_batch import AsyncLLVMClient, LLVMClient
+
+    sync = inspect.signature(LLVMClient.__init__).parameters
+    engine = inspect.signature(AsyncLLVMClient.__init__).parameters
+    assert ENGINE_HOOKS <= set(engine)
+    assert list(sync.values()) == [p for name, p in engine.items() if name not in ENGINE_HOOKS]
+    assert str(sync["settings"].annotation) == "Unpack[ClientSettings]"
+    for name in ("set_api_key", "get_api_key", "get_default_model", "stats"):
+        method = getattr(LLVMClient, name)
+        assert inspect.signature(method) == inspect.signature(getattr(AsyncLLVMClient, name))
+        assert method.__doc__, name
+
+
+def test_the_loop_plumbing_stands_apart_from_the_clients() -> None:
+    """``loops`` needs nothing of the package; the sync facade and the batch layer use it."""
+    assert {name for name in imports_of(PACKAGE / "loops.py") if name.startswith(".")} == set()
+    assert ".loops" in imports_of(PACKAGE / "sync.py")
+    batch_imports = imports_of(PACKAGE / "batch" / "__init__.py")
+    assert ".loops" in batch_imports and ".sync" not in batch_imports

@@ -1,4 +1,4 @@
-"""LLVMClient and run_sync: the same answers as the async engine, in and out of a running loop."""
+"""LLVMClient: the same answers as the async engine, in and out of a running loop."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from llvm_batch import (
     ModelNotFoundError,
     Priority,
     ServerError,
-    run_sync,
 )
+from llvm_batch.loops import ENV_EVENT_LOOP
+from llvm_batch.options import resolve_config
 from llvm_batch.server import Faults, reference_output
 
 MODEL = "llvm-model-1"
@@ -114,71 +115,20 @@ def test_close_is_idempotent_and_stops_the_loop_thread() -> None:
     assert threading.active_count() == before
 
 
-async def add(a: int, b: int) -> tuple[int, int]:
-    await asyncio.sleep(0)
-    return a + b, threading.get_ident()
-
-
-async def fail() -> None:
-    await asyncio.sleep(0)
-    raise ServerError("boom", status=500)
-
-
-def test_run_sync_outside_a_loop_runs_here() -> None:
-    value, thread = run_sync(add(2, 3))
-    assert value == 5
-    assert thread == threading.get_ident()
-
-
-def test_run_sync_inside_a_running_loop_runs_on_another_thread() -> None:
-    async def cell():
-        return run_sync(add(4, 5)), threading.get_ident()
-
-    (value, worker), caller = asyncio.run(cell())
-    assert value == 9
-    assert worker != caller
-
-
-@pytest.mark.parametrize("inside_a_loop", [False, True])
-def test_run_sync_hands_errors_to_the_caller(inside_a_loop) -> None:
-    async def cell():
-        return run_sync(fail())
-
-    with pytest.raises(ServerError, match="boom"):
-        if inside_a_loop:
-            asyncio.run(cell())
-        else:
-            run_sync(fail())
-
-
-def test_run_sync_drives_the_async_client_inside_a_loop(server) -> None:
-    async def use_client():
-        async with AsyncLLVMClient(server.url) as client:
-            return await client.model_ids()
-
-    async def cell():
-        return run_sync(use_client())
-
-    assert asyncio.run(cell()) == run_sync(use_client()) == ["llvm-model-1", "llvm-model-2"]
-
-
-async def _loop_kind() -> str:
-    return type(asyncio.get_running_loop()).__module__.split(".")[0]
-
-
-def test_run_sync_runs_on_uvloop_unless_told_to_use_asyncio(monkeypatch) -> None:
-    from llvm_batch.sync import ENV_EVENT_LOOP, run_sync
-
-    assert run_sync(_loop_kind()) == "uvloop"
-    monkeypatch.setenv(ENV_EVENT_LOOP, "asyncio")
-    assert run_sync(_loop_kind()) == "asyncio"
-
-
 def test_the_sync_client_answers_on_either_loop(server, monkeypatch) -> None:
-    from llvm_batch.sync import ENV_EVENT_LOOP
-
     for kind in ("uvloop", "asyncio"):
         monkeypatch.setenv(ENV_EVENT_LOOP, kind)
         with LLVMClient(server.url) as client:
             assert type(client.loop_thread.loop).__module__.split(".")[0] == kind
             assert client.run_inference(MODEL, "hi")["outputs"] == reference_output(MODEL, "hi")
+
+
+def test_sync_client_takes_one_finished_config_or_keywords_not_both(server) -> None:
+    config = resolve_config(base_url=server.url, default_model=MODEL, max_retries=0)
+    with LLVMClient(config=config) as client:
+        assert client.config is config
+        assert client.run_inference(None, "hi")["outputs"] == reference_output(MODEL, "hi")
+    with pytest.raises(TypeError, match="either config= or settings"):
+        LLVMClient(config=config, max_retries=2)
+    with pytest.raises(TypeError, match="max_retrys"):
+        LLVMClient(server.url, max_retrys=2)  # type: ignore[call-arg]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..sync import run_sync
+from ..loops import run_sync
 from .config import BatchOptions
 from .plan import default_output
 from .runner import BatchRun
