@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, Unpack
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -18,6 +18,7 @@ from .batch import columns as cols
 from .batch.prompts import PromptSpec
 from .batch.tables import infer_table
 from .client import AsyncLLVMClient
+from .compat import Unpack
 from .errors import InputError
 from .frame_options import (
     RUN_DEFAULTS,

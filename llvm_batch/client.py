@@ -13,10 +13,11 @@ import random as _random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Unpack
+from typing import Any
 
 from . import protocol
 from .attempt import Outcome
+from .compat import Unpack
 from .engine import ClientStats as ClientStats
 from .engine import Engine, Sleep
 from .errors import LLVMError, safe_url

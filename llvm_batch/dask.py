@@ -10,7 +10,7 @@ import os
 import threading
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
-from typing import Any, Unpack
+from typing import Any
 
 import dask.dataframe as dd
 import pandas as pd
@@ -19,6 +19,7 @@ from dask.dataframe.extensions import register_dataframe_accessor
 from .accessor import FrameRun, check_columns  # also registers df.llvm
 from .batch import columns as cols
 from .batch.prompts import PromptSpec
+from .compat import Unpack
 from .frame_options import (
     ClientOptions,
     FrameCall,

@@ -13,8 +13,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
-from typing import Any, TypedDict, Unpack
+from typing import Any, TypedDict
 
+from .compat import Unpack
 from .retry import RetryPolicy
 
 DEFAULT_BASE_URL = "http://localhost:8000"

@@ -9,9 +9,10 @@ from __future__ import annotations
 import weakref
 from collections.abc import Coroutine, Mapping, Sequence
 from types import TracebackType
-from typing import Any, TypeVar, Unpack
+from typing import Any, TypeVar
 
 from .client import AsyncLLVMClient
+from .compat import Unpack
 from .engine import ClientStats
 from .loops import LoopThread, running_loop
 from .options import ClientConfig, ClientSettings, Priority
