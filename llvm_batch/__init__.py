@@ -20,6 +20,14 @@ if TYPE_CHECKING:
     from .batch import RunSummary, arun_batch, run_batch
     from .breaker import BreakerState, CircuitBreaker
     from .client import AsyncLLVMClient
+    from .config import (
+        BreakerConfig,
+        ClientConfig,
+        ClientSettings,
+        Limits,
+        Priority,
+        resolve_config,
+    )
     from .engine import ClientStats
     from .errors import (
         AuthenticationError,
@@ -40,14 +48,6 @@ if TYPE_CHECKING:
         ServerError,
     )
     from .loops import run_sync
-    from .options import (
-        BreakerConfig,
-        ClientConfig,
-        ClientSettings,
-        Limits,
-        Priority,
-        resolve_config,
-    )
     from .retry import RetryPolicy
     from .sync import LLVMClient
 
@@ -69,7 +69,7 @@ _HOMES: dict[str, str] = {
     "Outcome": ".attempt",
     **dict.fromkeys(
         ("BreakerConfig", "ClientConfig", "ClientSettings", "Limits", "Priority", "resolve_config"),
-        ".options",
+        ".config",
     ),
     "RetryPolicy": ".retry",
     "LLVMClient": ".sync",

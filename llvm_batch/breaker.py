@@ -20,7 +20,7 @@ from collections.abc import Callable
 from enum import Enum
 
 from .attempt import Verdict
-from .options import BreakerConfig
+from .config import BreakerConfig
 
 #: The window is kept as this many buckets of calls and failures (resilience4j-style).
 BUCKETS = 10

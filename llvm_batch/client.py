@@ -18,10 +18,10 @@ from typing import Any
 from . import protocol
 from .attempt import Outcome
 from .compat import Unpack
+from .config import ClientConfig, ClientSettings, Priority, resolve_config
 from .engine import ClientStats as ClientStats
 from .engine import Engine, Sleep
 from .errors import LLVMError, safe_url
-from .options import ClientConfig, ClientSettings, Priority, resolve_config
 from .protocol import WireProtocol, get_protocol
 
 
@@ -48,7 +48,7 @@ class AsyncLLVMClient:
         random: Callable[[], float] = _random.random,
         **settings: Unpack[ClientSettings],
     ) -> None:
-        """Settings come as keywords (:class:`~llvm_batch.options.ClientSettings`), resolved
+        """Settings come as keywords (:class:`~llvm_batch.config.ClientSettings`), resolved
         with ``metadata`` and the ``LLVM_*`` environment; or as one finished ``config``."""
         if config is None:
             config = resolve_config(

@@ -20,6 +20,7 @@ from .accessor import FrameRun, check_columns  # also registers df.llvm
 from .batch import columns as cols
 from .batch.prompts import PromptSpec
 from .compat import Unpack
+from .config import Priority, resolve_config
 from .frame_options import (
     ClientOptions,
     FrameCall,
@@ -30,7 +31,6 @@ from .frame_options import (
     infer_spec,
     split_keywords,
 )
-from .options import Priority, resolve_config
 from .sync import LLVMClient
 
 __all__ = ["LLVMDaskAccessor", "close_clients", "result_meta"]

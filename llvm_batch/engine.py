@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from . import codec, protocol
 from .attempt import Outcome, Verdict, circuit_open, classify, next_step, refused_for_room
 from .breaker import CircuitBreaker
+from .config import ClientConfig, Priority
 from .debuglog import debug_log
 from .errors import CircuitOpenError, LLVMError, QueueFullError, RateLimitError
-from .options import ClientConfig, Priority
 from .protocol import WireProtocol
 from .scheduler import Scheduler
 from .transport import Transport

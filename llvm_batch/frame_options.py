@@ -3,7 +3,7 @@ once (:func:`split_keywords`) and resolved once into a finished :class:`FrameCal
 
 Past its prompt arguments, every frame method takes the same keywords: the sampling options
 sent with each row, the run keywords of one call, and the keywords that build a client
-(:class:`~llvm_batch.options.ClientSettings` plus where and as whom to connect).
+(:class:`~llvm_batch.config.ClientSettings` plus where and as whom to connect).
 :meth:`FrameCall.resolve` is the public boundary: environment, metadata, model, priority,
 cache and progress are settled there, and the layers below take the finished values.
 """
@@ -20,7 +20,7 @@ from .batch import columns as cols
 from .batch.cache import ResultCache
 from .batch.prompts import PromptSpec
 from .client import AsyncLLVMClient
-from .options import (
+from .config import (
     DEFAULT_MAX_OUTAGE,
     ENV_DEFAULT_MODEL,
     ClientConfig,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from .options import Limits
+from .config import Limits
 
 #: Weight of a new sample in the moving average of sound answers' latency.
 LATENCY_WEIGHT = 0.1

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .options import DEFAULT_PROTOCOL, ENV_PROTOCOL, PROTOCOL_NAMES, parse_protocol
+from .config import DEFAULT_PROTOCOL, ENV_PROTOCOL, PROTOCOL_NAMES, parse_protocol
 from .protocols.base import (
     INFERENCE_OPTIONS,
     Call,

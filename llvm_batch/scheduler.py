@@ -16,9 +16,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from .attempt import Verdict
+from .config import Limits, Priority
 from .errors import QueueFullError
 from .limiter import ConcurrencyLimiter
-from .options import Limits, Priority
 
 Sleep = Callable[[float], Awaitable[None]]
 

@@ -13,9 +13,9 @@ from typing import Any, TypeVar
 
 from .client import AsyncLLVMClient
 from .compat import Unpack
+from .config import ClientConfig, ClientSettings, Priority
 from .engine import ClientStats
 from .loops import LoopThread, running_loop
-from .options import ClientConfig, ClientSettings, Priority
 
 T = TypeVar("T")
 
@@ -40,7 +40,7 @@ class LLVMClient:
         **settings: Unpack[ClientSettings],
     ) -> None:
         """As :class:`AsyncLLVMClient`: settings as keywords
-        (:class:`~llvm_batch.options.ClientSettings`), resolved with ``metadata`` and the
+        (:class:`~llvm_batch.config.ClientSettings`), resolved with ``metadata`` and the
         ``LLVM_*`` environment, or one finished ``config``. The engine's hooks for injected time
         (``clock=``, ``sleep=``...) belong to the async face, whose loop the caller drives."""
         self._loop = LoopThread()

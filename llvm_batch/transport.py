@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 
 from . import codec, protocol
+from .config import ClientConfig
 from .errors import (
     InvalidResponseError,
     LLVMConnectionError,
@@ -27,7 +28,6 @@ from .errors import (
     redact,
     status_error_class,
 )
-from .options import ClientConfig
 
 
 class Transport:

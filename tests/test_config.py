@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from llvm_batch import AsyncLLVMClient, BreakerConfig, ClientConfig, LLVMClient, Priority
-from llvm_batch.options import DEFAULT_BASE_URL, resolve_config
+from llvm_batch.config import DEFAULT_BASE_URL, resolve_config
 
 ENV = ("LLVM_API_KEY", "LLVM_BASE_URL", "LLVM_DEFAULT_MODEL")
 

@@ -15,6 +15,7 @@ from llvm_batch import LLVMClient, Priority
 from llvm_batch.accessor import LLVMFrameAccessor, LLVMSeriesAccessor
 from llvm_batch.batch.cache import ResultCache
 from llvm_batch.batch.prompts import OPTION_NAMES
+from llvm_batch.config import CONNECTION_NAMES, DEFAULT_MAX_OUTAGE, SETTING_NAMES, ClientSettings
 from llvm_batch.frame_options import (
     MODEL_HINT,
     RUN_DEFAULTS,
@@ -27,7 +28,6 @@ from llvm_batch.frame_options import (
     result_cache,
     split_keywords,
 )
-from llvm_batch.options import CONNECTION_NAMES, DEFAULT_MAX_OUTAGE, SETTING_NAMES, ClientSettings
 
 PACKAGE = Path(llvm_batch.__file__).parent
 

@@ -12,6 +12,7 @@ import itertools
 import pytest
 
 from llvm_batch.attempt import Verdict, classify, next_step
+from llvm_batch.config import DEFAULT_AUTO_CEILING, Limits
 from llvm_batch.errors import (
     BadRequestError,
     InvalidResponseError,
@@ -21,7 +22,6 @@ from llvm_batch.errors import (
     ServerError,
 )
 from llvm_batch.limiter import ConcurrencyLimiter
-from llvm_batch.options import DEFAULT_AUTO_CEILING, Limits
 from llvm_batch.retry import RetryPolicy
 
 

@@ -250,7 +250,7 @@ def test_retry_after_that_is_not_finite_is_ignored() -> None:
 
 
 def test_a_retry_delay_at_the_cap_is_taken_and_max_retry_delay_follows_it() -> None:
-    from llvm_batch.options import resolve_config
+    from llvm_batch.config import resolve_config
 
     config = resolve_config(
         base_url="http://127.0.0.1:1", retry_delay=60.0, max_retry_delay=60.0, environ={}

@@ -14,8 +14,8 @@ from llvm_batch import (
     Priority,
     ServerError,
 )
+from llvm_batch.config import resolve_config
 from llvm_batch.loops import ENV_EVENT_LOOP
-from llvm_batch.options import resolve_config
 from llvm_batch.server import Faults, reference_output
 
 MODEL = "llvm-model-1"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..loops import run_sync
-from .config import BatchOptions
+from .options import BatchOptions
 from .plan import default_output
 from .runner import BatchRun
 from .summary import RunSummary

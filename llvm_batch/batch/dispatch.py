@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from ..attempt import Outcome
 from ..client import AsyncLLVMClient
+from ..config import DEFAULT_MAX_OUTAGE, Priority
 from ..errors import (
     AuthenticationError,
     CircuitOpenError,
@@ -25,7 +26,6 @@ from ..errors import (
     RedirectError,
     safe_url,
 )
-from ..options import DEFAULT_MAX_OUTAGE, Priority
 from . import columns as cols
 from .prompts import Request
 from .summary import EXIT_INCOMPLETE

@@ -15,10 +15,10 @@ from typing import Any
 
 import pyarrow as pa
 
+from ..config import ENV_DEFAULT_MODEL
 from ..errors import InputError
-from ..options import ENV_DEFAULT_MODEL
-from .config import BatchOptions
 from .layout import plan_columns
+from .options import BatchOptions
 from .prompts import PromptSpec, Request
 from .sources import Source, detect_format, is_url, local_path
 from .target import check_target

@@ -21,9 +21,9 @@ from . import columns as cols
 from .checkpoint import Checkpoint
 from .chunk import Chunk
 from .committer import Committer
-from .config import BatchOptions
 from .dispatch import Dispatcher
 from .feed import RowFeed, rows_ahead
+from .options import BatchOptions
 from .plan import RunPlan
 from .progress import Progress
 from .prompts import Request

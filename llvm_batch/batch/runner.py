@@ -16,9 +16,9 @@ from collections.abc import Callable
 
 from . import columns as cols
 from .checkpoint import Checkpoint, staging_dir_for
-from .config import BatchOptions
 from .dispatch import Dispatcher
 from .lock import OutputLock, OutputLocked
+from .options import BatchOptions
 from .plan import RunPlan, output_path_for, plan_run, preview
 from .pump import RowPump
 from .signals import Interrupts, on_stop_signals

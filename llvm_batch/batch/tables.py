@@ -14,7 +14,7 @@ import asyncio
 import pyarrow as pa
 
 from ..client import AsyncLLVMClient
-from ..options import DEFAULT_MAX_OUTAGE, Priority
+from ..config import DEFAULT_MAX_OUTAGE, Priority
 from . import columns as cols
 from .cache import ResultCache, mark_cached
 from .dispatch import Dispatcher

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import click
 
-from ..batch.config import (
+from ..batch.options import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_CONCURRENCY,
     DEFAULT_FLUSH_INTERVAL,
     DEFAULT_PROGRESS_INTERVAL,
 )
-from ..options import (
+from ..config import (
     DEFAULT_MAX_OUTAGE,
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_TIMEOUT,

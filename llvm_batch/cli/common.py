@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from ..config import ENV_API_KEY, ENV_BASE_URL, ENV_PROTOCOL, PROTOCOL_NAMES
 from ..errors import AuthenticationError, LLVMConnectionError, LLVMError, LLVMTimeoutError, safe_url
-from ..options import ENV_API_KEY, ENV_BASE_URL, ENV_PROTOCOL, PROTOCOL_NAMES
 
 if TYPE_CHECKING:  # the client (aiohttp) is imported when a command runs, not for --help
     from ..sync import LLVMClient

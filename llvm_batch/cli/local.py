@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ..options import DEFAULT_PROTOCOL, resolve_protocol
+from ..config import DEFAULT_PROTOCOL, resolve_protocol
 from .common import UsageFailure
 
 

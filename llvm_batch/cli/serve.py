@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ..options import ENV_API_KEY
+from ..config import ENV_API_KEY
 from ..server import Faults, ReferenceServer, serve_forever
 from .common import UsageFailure
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ..options import Limits
+from ..config import Limits
 
 
 class Finite(click.FloatRange):

@@ -2,7 +2,7 @@
 
 :meth:`BatchOptions.from_kwargs` is the batch face's boundary: it splits ``run_batch``'s flat
 keywords into the client's and the batch's, resolves the client's once
-(:func:`~llvm_batch.options.resolve_config`), and turns every bad value into an
+(:func:`~llvm_batch.config.resolve_config`), and turns every bad value into an
 :class:`InputError`.
 """
 
@@ -14,8 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from ..errors import InputError
-from ..options import (
+from ..config import (
     DEFAULT_MAX_OUTAGE,
     DEFAULT_PROTOCOL,
     ClientConfig,
@@ -23,6 +22,7 @@ from ..options import (
     Priority,
     resolve_config,
 )
+from ..errors import InputError
 from ..retry import DEFAULT_MAX_RETRY_DELAY, DEFAULT_RETRY_DELAY
 from .columns import DEFAULT_PREFIX
 from .prompts import OPTION_NAMES, PromptSpec
