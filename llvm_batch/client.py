@@ -69,7 +69,6 @@ class AsyncLLVMClient:
         self._transport = self._engine.transport
         self._scheduler = self._engine.scheduler
         self._breaker = self._engine.breaker
-        self._clock = clock
         self._wall_clock = wall_clock
 
     @property
@@ -193,7 +192,7 @@ class AsyncLLVMClient:
         An OpenAI-compatible server without ``GET /models/{id}`` (vLLM, llama.cpp) is asked
         for its list instead; a model not in it is a :class:`ModelNotFoundError`.
         """
-        wire, model = self.protocol, self.resolve_model(model_id)
+        wire, model = self.protocol, self.config.model(model_id)
         outcome = await self.send(wire.model_info(model), priority=priority)
         fallback = wire.model_info_fallback(outcome.error)
         if fallback is not None:
@@ -220,7 +219,7 @@ class AsyncLLVMClient:
         LLVM answers hold ``outputs`` and ``metadata``; OpenAI ones ``choices`` and ``usage``.
         """
         call = self.protocol.inference(
-            self.resolve_model(model_id),
+            self.config.model(model_id),
             inputs,
             _options(max_tokens, temperature, top_k, top_p, params, extra),
         )
@@ -246,7 +245,7 @@ class AsyncLLVMClient:
         The LLVM protocol sends the messages as ``role: content`` lines of one prompt; the
         OpenAI one sends them to ``/chat/completions`` as they are.
         """
-        model_id = self.resolve_model(model)
+        model_id = self.config.model(model)
         options = _options(max_tokens, temperature, top_k, top_p, params, extra)
         call = self.protocol.chat(model_id, messages, options)
         outcome = await self.send(call, priority=priority, idempotency_key=idempotency_key)

@@ -263,24 +263,8 @@ class ReferenceServer(AppServer):
         fault = faults.pick(f"{model_id}:{key}", seen)
         if fault:
             self.stats.faults[fault] += 1
-        if fault == "error":
-            return error_response(request, 503, "the server is overloaded, try again later")
-        if fault == "rate_limit":
-            response = error_response(request, 429, "too many requests")
-            response.headers["Retry-After"] = _seconds(faults.retry_after)
-            return response
-        if fault == "reset":
-            if request.transport is not None:
-                request.transport.abort()  # drop the connection without an answer
-            return web.Response(status=200)
-        if fault == "bad_json":
-            cut = '{"choices": [{"mess' if request.path.startswith(OPENAI_ROOT) else '{"outputs": "'
-            return web.Response(status=200, text=cut + "trunc", content_type="application/json")
-        text = inputs if isinstance(inputs, str) else json.dumps(inputs)
-        full = reference_output(model_id, inputs)
-        outputs = reference_output(model_id, inputs, max_tokens)
-        finish = "length" if len(outputs) < len(full) else "stop"
-        return Generated(outputs, len(text.split()), len(outputs.split()), finish)
+            return fault_response(request, fault, faults)
+        return Generated.of(model_id, inputs, max_tokens)
 
     # -- control -------------------------------------------------------------------------
 
@@ -307,6 +291,31 @@ class Generated(NamedTuple):
     input_tokens: int
     output_tokens: int
     finish_reason: str
+
+    @classmethod
+    def of(cls, model_id: str, inputs: Any, max_tokens: int | None) -> Generated:
+        """The reference answer of ``model_id`` to ``inputs``, cut at ``max_tokens``."""
+        text = inputs if isinstance(inputs, str) else json.dumps(inputs)
+        full = reference_output(model_id, inputs)
+        outputs = reference_output(model_id, inputs, max_tokens)
+        finish = "length" if len(outputs) < len(full) else "stop"
+        return cls(outputs, len(text.split()), len(outputs.split()), finish)
+
+
+def fault_response(request: web.Request, fault: str, faults: Faults) -> web.StreamResponse:
+    """What a request meeting ``fault`` gets (a reset drops the connection unanswered)."""
+    if fault == "rate_limit":
+        response = error_response(request, 429, "too many requests")
+        response.headers["Retry-After"] = _seconds(faults.retry_after)
+        return response
+    if fault == "reset":
+        if request.transport is not None:
+            request.transport.abort()  # drop the connection without an answer
+        return web.Response(status=200)
+    if fault == "bad_json":
+        cut = '{"choices": [{"mess' if request.path.startswith(OPENAI_ROOT) else '{"outputs": "'
+        return web.Response(status=200, text=cut + "trunc", content_type="application/json")
+    return error_response(request, 503, "the server is overloaded, try again later")
 
 
 def _error(status: int, message: str) -> web.Response:
