@@ -138,6 +138,21 @@ def test_reprs_say_whether_a_key_is_set_never_which() -> None:
         assert CANARY not in repr(sync_client)
 
 
+def test_the_values_that_carry_a_key_never_show_it() -> None:
+    """The finished values a key travels in (batch options, a frame call) hide it too."""
+    from llvm_batch.batch import BatchOptions
+    from llvm_batch.batch.prompts import PromptSpec
+    from llvm_batch.frame_options import FrameCall, split_keywords
+
+    options = BatchOptions.from_kwargs({"api_key": CANARY, "model": "m"})
+    assert options.client.api_key == CANARY
+    _, run, client_options = split_keywords({"api_key": CANARY})
+    call = FrameCall.resolve(PromptSpec(), "m", run, client_options)
+    assert call.config.api_key == CANARY
+    shown = [repr(options), str(options.shaping()), repr(call), str(call)]
+    assert [text for text in shown if CANARY in text] == []
+
+
 @pytest.mark.parametrize(
     "text",
     [
