@@ -208,3 +208,99 @@ def test_the_loop_plumbing_stands_apart_from_the_clients() -> None:
     assert ".loops" in imports_of(PACKAGE / "sync.py")
     batch_imports = imports_of(PACKAGE / "batch" / "__init__.py")
     assert ".loops" in batch_imports and ".sync" not in batch_imports
+
+
+def _attributes_first_set_outside_init(cls: ast.ClassDef) -> dict[str, str]:
+    """``self.x`` assigned in a method but neither in ``__init__`` nor declared on the class."""
+    declared = {
+        node.target.id
+        for node in cls.body
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+    }
+    declared |= {
+        target.id
+        for node in cls.body
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
+    born: set[str] = set()
+    later: dict[str, str] = {}
+    methods = [n for n in cls.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    for method in methods:
+        for node in ast.walk(method):
+            if isinstance(node, ast.Assign):
+                targets = node.targets
+            elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
+                targets = [node.target]
+            else:
+                continue
+            for target in targets:
+                if (
+                    isinstance(target, ast.Attribute)
+                    and isinstance(target.value, ast.Name)
+                    and target.value.id == "self"
+                ):
+                    if method.name == "__init__":
+                        born.add(target.attr)
+                    else:
+                        later.setdefault(target.attr, method.name)
+    return {name: where for name, where in later.items() if name not in born | declared}
+
+
+def test_every_attribute_is_born_in_init() -> None:
+    """A reader finds everything an object holds in its ``__init__`` (or class body)."""
+    late = {
+        f"{path.relative_to(PACKAGE).as_posix()}:{cls.name}.{name} (in {where})"
+        for path in PACKAGE.rglob("*.py")
+        for cls in ast.walk(ast.parse(path.read_text()))
+        if isinstance(cls, ast.ClassDef)
+        for name, where in _attributes_first_set_outside_init(cls).items()
+    }
+    assert late == set()
+
+
+def _docstring_lines(tree: ast.AST) -> set[int]:
+    lines: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            first = node.body[0] if node.body else None
+            if (
+                isinstance(first, ast.Expr)
+                and isinstance(first.value, ast.Constant)
+                and isinstance(first.value.value, str)
+            ):
+                lines.update(range(first.lineno, (first.end_lineno or first.lineno) + 1))
+    return lines
+
+
+#: Our size guideline (~400 lines a module, ~150 lines of logic a class), with a little room.
+MAX_MODULE_LINES = 420
+MAX_CLASS_LOGIC_LINES = 160
+
+
+def test_modules_and_classes_stay_small() -> None:
+    """Modules stay near 400 lines; classes near 150 lines of logic (no blank, comment or
+    docstring lines): past that, a module or class has more than one job."""
+    too_big = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        source = path.read_text()
+        lines = source.splitlines()
+        name = path.relative_to(PACKAGE).as_posix()
+        if len(lines) > MAX_MODULE_LINES:
+            too_big.append(f"{name}: {len(lines)} lines")
+        tree = ast.parse(source)
+        docs = _docstring_lines(tree)
+        for cls in ast.walk(tree):
+            if not isinstance(cls, ast.ClassDef):
+                continue
+            logic = sum(
+                1
+                for number in range(cls.lineno, (cls.end_lineno or cls.lineno) + 1)
+                if number not in docs
+                and lines[number - 1].strip()
+                and not lines[number - 1].strip().startswith("#")
+            )
+            if logic > MAX_CLASS_LOGIC_LINES:
+                too_big.append(f"{name}:{cls.name}: {logic} lines of logic")
+    assert too_big == []
