@@ -144,7 +144,7 @@ class AsyncLLVMClient:
     @property
     def breaker_state(self) -> str:
         """``closed``, ``open`` or ``half_open`` (``disabled`` without a breaker)."""
-        return str(self._breaker.state) if self._breaker else "disabled"
+        return self._engine.breaker_state
 
     def breaker_retry_in(self) -> float:
         """Seconds until an open breaker lets requests through again (0 if it does now)."""

@@ -68,13 +68,18 @@ class Engine:
         self._random = random
         self.retry_count = 0
 
+    @property
+    def breaker_state(self) -> str:
+        """``closed``, ``open`` or ``half_open`` (``disabled`` without a breaker)."""
+        return str(self.breaker.state) if self.breaker else "disabled"
+
     def stats(self) -> ClientStats:
         """A snapshot of the queue, the requests in flight, the limit, the breaker, counters."""
         scheduler = self.scheduler
         return ClientStats(
             queue_depth=scheduler.queue_depth,
             active_requests=scheduler.active,
-            breaker_state=str(self.breaker.state) if self.breaker else "disabled",
+            breaker_state=self.breaker_state,
             request_count=self.transport.request_count,
             retries=self.retry_count,
             max_active_seen=scheduler.max_active_seen,

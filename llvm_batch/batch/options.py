@@ -23,7 +23,6 @@ from ..config import (
     resolve_config,
 )
 from ..errors import InputError
-from ..retry import DEFAULT_MAX_RETRY_DELAY, DEFAULT_RETRY_DELAY
 from .columns import DEFAULT_PREFIX
 from .prompts import OPTION_NAMES, PromptSpec
 from .workers import most_workers
@@ -186,10 +185,10 @@ def _client_config(settings: dict[str, Any], max_outage: float) -> ClientConfig:
     and no single wait (a huge Retry-After...) longer than the run's outage budget."""
     concurrency = settings.pop("max_concurrent_requests", None)
     limits = Limits.parse(DEFAULT_CONCURRENCY if concurrency is None else concurrency)
-    retry_delay = settings.get("retry_delay")
-    retry_delay = DEFAULT_RETRY_DELAY if retry_delay is None else retry_delay
-    return resolve_config(
+    config = resolve_config(
         max_concurrent_requests=replace(limits, queue_size=most_workers(limits.ceiling)),
-        max_retry_delay=min(DEFAULT_MAX_RETRY_DELAY, max(retry_delay, max_outage)),
         **settings,
     )
+    retry = config.retry
+    longest = min(retry.max_delay, max(retry.delay, max_outage))
+    return replace(config, retry=replace(retry, max_delay=longest))

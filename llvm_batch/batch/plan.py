@@ -43,7 +43,6 @@ class RunPlan:
     source: Source
     spec: PromptSpec
     input_columns: list[str]
-    input_schema: pa.Schema
     output_schema: pa.Schema
     model: str
     fingerprint: dict[str, Any]
@@ -103,7 +102,6 @@ def plan_run(input_path: str, output_path: str | None, opts: BatchOptions) -> Ru
         source=source,
         spec=spec,
         input_columns=columns.input_columns,
-        input_schema=columns.input_schema,
         output_schema=columns.output_schema,
         model=model,
         fingerprint=fingerprint,
