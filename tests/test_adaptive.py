@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
-from batch_support import invoke, prompts_table, read_rows, write_parquet
+from batch_support import invoke, invoke_run, prompts_table, read_rows, write_parquet
 
 from llvm_batch import AsyncLLVMClient, CircuitOpenError, QueueFullError, ServerError
 from llvm_batch.batch import run_batch
@@ -53,14 +53,8 @@ def test_concurrency_auto_runs_a_file_against_a_full_server_without_failing_a_ro
     source = write_parquet(tmp_path / "in.parquet", prompts_table(120))
     out = tmp_path / "out.parquet"
     summary_path = tmp_path / "summary.json"
-    result = invoke(
-        "run",
-        str(source),
-        "-o",
-        str(out),
-        "-m",
-        MODEL,
-        "--base-url",
+    result = invoke_run(
+        source,
         server.url,
         "--concurrency",
         "auto",
@@ -69,6 +63,7 @@ def test_concurrency_auto_runs_a_file_against_a_full_server_without_failing_a_ro
         "--no-progress",
         "--summary-json",
         str(summary_path),
+        out=out,
     )
     assert result.exit_code == 0, result.output
     rows = read_rows(out)

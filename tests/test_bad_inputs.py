@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from batch_support import cli_command, invoke, prompts_table
+from batch_support import cli_command, invoke_run, prompts_table
 
 from llvm_batch.server import ServerThread
 
@@ -134,16 +134,11 @@ def test_a_bad_input_exits_2_naming_file_and_problem_sends_nothing_overwrites_no
     out, before = earlier_work(tmp_path)
     requests_before = server.stats.requests
 
-    result = invoke(
-        "run",
-        str(source),
-        "-o",
-        str(out),
-        "-m",
-        MODEL,
-        "--base-url",
+    result = invoke_run(
+        source,
         server.url,
         *(["--overwrite"] if overwrite else []),
+        out=out,
     )
 
     assert result.exit_code == 2, result.output
